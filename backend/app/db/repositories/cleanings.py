@@ -1,0 +1,91 @@
+from app.db.errors import InvalidCleaningTypeError
+from app.db.repositories.base import BaseRepository, as_dict
+from app.models.cleaning import CleaningCreate, CleaningInDB, CleaningUpdate
+
+# Ids are PostgreSQL `integer`s: a larger number can name no row (and would make the driver raise).
+MAX_ID = 2**31 - 1
+
+CLEANING_COLUMNS = "id, name, description, price, cleaning_type, created_at, updated_at"
+
+CREATE_CLEANING_QUERY = f"""
+    INSERT INTO cleanings (name, description, price, cleaning_type)
+    VALUES (:name, :description, :price, :cleaning_type)
+    RETURNING {CLEANING_COLUMNS};
+"""
+
+GET_CLEANING_BY_ID_QUERY = f"""
+    SELECT {CLEANING_COLUMNS}
+    FROM cleanings
+    WHERE id = :id;
+"""
+
+GET_CLEANING_BY_ID_FOR_UPDATE_QUERY = f"""
+    SELECT {CLEANING_COLUMNS}
+    FROM cleanings
+    WHERE id = :id
+    FOR UPDATE;
+"""
+
+GET_ALL_CLEANINGS_QUERY = f"""
+    SELECT {CLEANING_COLUMNS}
+    FROM cleanings
+    ORDER BY id;
+"""
+
+UPDATE_CLEANING_BY_ID_QUERY = f"""
+    UPDATE cleanings
+    SET name = :name,
+        description = :description,
+        price = :price,
+        cleaning_type = :cleaning_type
+    WHERE id = :id
+    RETURNING {CLEANING_COLUMNS};
+"""
+
+DELETE_CLEANING_BY_ID_QUERY = """
+    DELETE FROM cleanings
+    WHERE id = :id
+    RETURNING id;
+"""
+
+
+class CleaningsRepository(BaseRepository):
+    """All database actions associated with the Cleaning resource."""
+
+    async def create_cleaning(self, *, new_cleaning: CleaningCreate) -> CleaningInDB:
+        record = await self.db.fetch_one(query=CREATE_CLEANING_QUERY, values=new_cleaning.model_dump())
+        return CleaningInDB.model_validate(as_dict(record))  # type: ignore[union-attr]
+
+    async def get_cleaning_by_id(self, *, id: int) -> CleaningInDB | None:
+        if not 1 <= id <= MAX_ID:
+            return None
+        record = await self.db.fetch_one(query=GET_CLEANING_BY_ID_QUERY, values={"id": id})
+        return CleaningInDB.model_validate(as_dict(record)) if record else None
+
+    async def get_all_cleanings(self) -> list[CleaningInDB]:
+        records = await self.db.fetch_all(query=GET_ALL_CLEANINGS_QUERY)
+        return [CleaningInDB.model_validate(as_dict(record)) for record in records]
+
+    async def update_cleaning(self, *, id: int, cleaning_update: CleaningUpdate) -> CleaningInDB | None:
+        if not 1 <= id <= MAX_ID:
+            return None
+        # Read and write under one row lock, so that two concurrent partial updates both land.
+        async with self.db.transaction():
+            record = await self.db.fetch_one(query=GET_CLEANING_BY_ID_FOR_UPDATE_QUERY, values={"id": id})
+            if record is None:
+                return None
+            cleaning = CleaningInDB.model_validate(as_dict(record))
+            updated = cleaning.model_copy(update=cleaning_update.model_dump(exclude_unset=True))
+            if updated.cleaning_type is None:
+                raise InvalidCleaningTypeError
+            record = await self.db.fetch_one(
+                query=UPDATE_CLEANING_BY_ID_QUERY,
+                values=updated.model_dump(include={"id", "name", "description", "price", "cleaning_type"}),
+            )
+        return CleaningInDB.model_validate(as_dict(record))  # type: ignore[union-attr]
+
+    async def delete_cleaning_by_id(self, *, id: int) -> int | None:
+        if not 1 <= id <= MAX_ID:
+            return None
+        deleted_id = await self.db.fetch_val(query=DELETE_CLEANING_BY_ID_QUERY, values={"id": id})
+        return int(deleted_id) if deleted_id is not None else None

@@ -1,0 +1,53 @@
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, field_validator
+
+from app.models.core import CoreModel, DateTimeModelMixin, IDModelMixin, Text
+
+# The column is numeric(10, 2): anything that rounds past 99,999,999.99 would overflow it.
+Price = Annotated[float, Field(ge=0, le=99_999_999.99, allow_inf_nan=False)]
+# Names are indexed, and a b-tree entry must stay well under PostgreSQL's ~2.7 kB limit.
+CleaningName = Annotated[Text, Field(min_length=1, max_length=200)]
+
+
+class CleaningType(StrEnum):
+    dust_up = "dust_up"
+    spot_clean = "spot_clean"
+    full_clean = "full_clean"
+
+
+class CleaningBase(CoreModel):
+    """All common characteristics of a cleaning."""
+
+    name: CleaningName | None = None
+    description: Text | None = None
+    price: Price | None = None
+    cleaning_type: CleaningType | None = CleaningType.spot_clean
+
+
+class CleaningCreate(CleaningBase):
+    name: CleaningName
+    price: Price
+
+
+class CleaningUpdate(CleaningBase):
+    cleaning_type: CleaningType | None = None
+
+    @field_validator("name", "price")
+    @classmethod
+    def not_null(cls, value: object) -> object:
+        # Leaving a field out keeps it; sending null for a required column is an error.
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
+
+
+class CleaningInDB(IDModelMixin, DateTimeModelMixin, CleaningBase):
+    name: str
+    price: float
+    cleaning_type: CleaningType
+
+
+class CleaningPublic(IDModelMixin, DateTimeModelMixin, CleaningBase):
+    pass

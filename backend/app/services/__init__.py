@@ -1,0 +1,3 @@
+from app.services.authentication import AuthService
+
+auth_service = AuthService()

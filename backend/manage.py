@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Phresh's developer commands. Needs nothing but Python 3.11+: it builds its own virtualenv.
+
+    python3 backend/manage.py serve   # install, migrate, serve http://127.0.0.1:8000 (Swagger UI at /docs)
+    python3 backend/manage.py test    # install, run the whole test suite (extra arguments go to pytest)
+
+With no DATABASE_URL or POSTGRES_* configured, both use a private PostgreSQL (the `pgserver`
+package) whose data lives in backend/.pgdata.
+"""
+
+import argparse
+import hashlib
+import os
+import secrets
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+BACKEND_DIR = Path(__file__).resolve().parent
+ROOT_DIR = BACKEND_DIR.parent
+VENV_DIR = BACKEND_DIR / ".venv"
+REQUIREMENTS = (BACKEND_DIR / "requirements.txt", BACKEND_DIR / "requirements-dev.txt")
+ENV_FILE = ROOT_DIR / ".env"
+
+
+def say(message: str) -> None:
+    print(f"phresh: {message}", file=sys.stderr, flush=True)
+
+
+def venv_python() -> Path:
+    return VENV_DIR / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def ensure_virtualenv() -> Path:
+    """Create backend/.venv and install the pinned requirements, unless they are installed already."""
+    python = venv_python()
+    if not python.exists():
+        say(f"creating a virtualenv in {VENV_DIR}")
+        venv.create(VENV_DIR, with_pip=True)
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in REQUIREMENTS)).hexdigest()
+    stamp = VENV_DIR / ".requirements.sha256"
+    if not stamp.exists() or stamp.read_text().strip() != digest:
+        say("installing the pinned requirements (once; again only when they change)")
+        pip = [str(python), "-m", "pip", "--disable-pip-version-check", "install", "--quiet"]
+        subprocess.run([*pip, "--upgrade", "pip"], check=True)
+        subprocess.run([*pip, "-r", str(REQUIREMENTS[-1])], check=True)
+        stamp.write_text(digest + "\n")
+    return python
+
+
+def ensure_env_file(path: Path = ENV_FILE) -> bool:
+    """Write `path` with a fresh random SECRET_KEY when it does not exist; never overwrite it.
+
+    Returns whether it wrote the file.
+    """
+    if path.exists():
+        return False
+    key = secrets.token_hex(32)  # the same as `openssl rand -hex 32`
+    # "x": fail rather than overwrite, even if another process wrote the file a moment ago.
+    with path.open("x", encoding="utf-8") as env_file:
+        env_file.write(
+            "# Written by `python3 backend/manage.py serve`. Keep it secret; it is ignored by git.\n"
+            "# Every other setting is documented in .env.example and the README.\n"
+            f"SECRET_KEY={key}\n"
+        )
+    if os.name != "nt":
+        path.chmod(0o600)
+    say(f"wrote {path} with a freshly generated SECRET_KEY")
+    return True
+
+
+def serve(args: argparse.Namespace) -> int:
+    python = ensure_virtualenv()
+    ensure_env_file()
+    say("applying migrations")
+    subprocess.run([str(python), "-m", "alembic", "upgrade", "head"], cwd=BACKEND_DIR, check=True)
+    command = [str(python), "-m", "uvicorn", "app.api.server:app", "--host", args.host, "--port", str(args.port)]
+    if args.workers > 1:
+        command += ["--workers", str(args.workers)]
+    if args.reload:
+        command.append("--reload")
+    say(f"serving on http://{args.host}:{args.port} (Swagger UI at /docs); Ctrl-C stops it")
+    return subprocess.run(command, cwd=BACKEND_DIR).returncode
+
+
+def test(args: argparse.Namespace) -> int:
+    python = ensure_virtualenv()
+    return subprocess.run([str(python), "-m", "pytest", *args.pytest_args], cwd=BACKEND_DIR).returncode
+
+
+def main() -> int:
+    if sys.version_info < (3, 11):
+        say("Python 3.11 or newer is needed")
+        return 1
+    parser = argparse.ArgumentParser(prog="manage.py", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="install, migrate and serve the API")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=8000)
+    serve_parser.add_argument("--workers", type=int, default=1)
+    serve_parser.add_argument("--reload", action="store_true", help="restart when the code changes")
+    serve_parser.set_defaults(handler=serve)
+
+    test_parser = commands.add_parser("test", help="install and run the test suite (other arguments go to pytest)")
+    test_parser.set_defaults(handler=test)
+
+    args, extra = parser.parse_known_args()
+    if extra and args.handler is not test:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.pytest_args = extra
+    try:
+        return int(args.handler(args))
+    except subprocess.CalledProcessError as exc:
+        say(f"`{' '.join(map(str, exc.cmd))}` failed with exit code {exc.returncode}")
+        return exc.returncode or 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
