@@ -1,0 +1,222 @@
+"""The service as a process: real uvicorn over real HTTP, start-up checks, the embedded database."""
+
+import importlib.util
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pytest
+from fastapi import status
+
+from app.core.config import BACKEND_DIR, SECRET_KEY_PLACEHOLDER
+from tests.conftest import TEST_DATABASE_URL
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def live_server() -> Iterator[str]:
+    """uvicorn serving app.api.server:app on the test database, as `manage.py serve` runs it."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": str(TEST_DATABASE_URL), "PHRESH_ENV_FILE": os.devnull}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.api.server:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=BACKEND_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base_url}/openapi.json", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    assert process.stderr is not None
+                    pytest.fail(f"the server did not start: {process.stderr.read().decode()}")
+                time.sleep(0.1)
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+class TestLiveServer:
+    def test_swagger_ui_is_served_at_docs(self, live_server: str) -> None:
+        res = httpx.get(f"{live_server}/docs")
+        assert res.status_code == status.HTTP_200_OK
+        assert "swagger-ui" in res.text.lower()
+
+    def test_openapi_lists_every_route(self, live_server: str) -> None:
+        paths = httpx.get(f"{live_server}/openapi.json").json()["paths"]
+        assert set(paths) == {"/api/cleanings/", "/api/cleanings/{id}/", "/api/users/"}
+        assert set(paths["/api/cleanings/{id}/"]) == {"get", "put", "delete"}
+
+    def test_register_and_create_over_http(self, live_server: str) -> None:
+        new_user = {"email": "http@example.com", "username": "over_http", "password": "on-the-wire"}
+        res = httpx.post(f"{live_server}/api/users/", json={"new_user": new_user})
+        assert res.status_code == status.HTTP_201_CREATED
+        assert res.json()["access_token"]["token_type"] == "bearer"
+        res = httpx.post(f"{live_server}/api/users/", json={"new_user": new_user})
+        assert res.status_code == status.HTTP_400_BAD_REQUEST
+
+        res = httpx.post(f"{live_server}/api/cleanings/", json={"new_cleaning": {"name": "porch", "price": 20}})
+        assert res.status_code == status.HTTP_201_CREATED
+        res = httpx.get(f"{live_server}/api/cleanings/{res.json()['id']}/")
+        assert res.json()["name"] == "porch"
+
+    @pytest.mark.parametrize(
+        "body, status_code",
+        (
+            (b"{not json", status.HTTP_422_UNPROCESSABLE_CONTENT),
+            (b'{"new_user": {"email": "\xff\xfe"}}', status.HTTP_400_BAD_REQUEST),  # not UTF-8
+        ),
+    )
+    def test_malformed_bodies_are_a_4xx_with_a_message(self, live_server: str, body: bytes, status_code: int) -> None:
+        res = httpx.post(f"{live_server}/api/users/", content=body, headers={"Content-Type": "application/json"})
+        assert res.status_code == status_code
+        assert res.json()["detail"]
+
+
+def run_app_import(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "import app.api.server"],
+        cwd=BACKEND_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+class TestStartupChecks:
+    @pytest.mark.parametrize(
+        "secret_key, complaint",
+        (
+            (None, "SECRET_KEY is not set"),
+            ("", "SECRET_KEY is not set"),
+            (SECRET_KEY_PLACEHOLDER, "SECRET_KEY is still the placeholder"),
+            ("too-short", "SECRET_KEY is shorter than 32 bytes"),
+        ),
+    )
+    def test_a_missing_or_weak_secret_key_stops_startup_with_one_clear_line(
+        self, secret_key: str | None, complaint: str
+    ) -> None:
+        env = {**os.environ, "DATABASE_URL": str(TEST_DATABASE_URL), "PHRESH_ENV_FILE": os.devnull}
+        env.pop("SECRET_KEY")
+        if secret_key is not None:
+            env["SECRET_KEY"] = secret_key
+        result = run_app_import(env)
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert complaint in lines[0]
+        assert "openssl rand -hex 32" in lines[0]
+
+    def test_secret_key_is_read_from_the_env_file(self, tmp_path: Path) -> None:
+        env_file = tmp_path / ".env"
+        env_file.write_text(f"SECRET_KEY={'k' * 64}\n")
+        env = {**os.environ, "DATABASE_URL": str(TEST_DATABASE_URL), "PHRESH_ENV_FILE": str(env_file)}
+        env.pop("SECRET_KEY")
+        result = subprocess.run(
+            [sys.executable, "-c", "from app.core.config import SECRET_KEY; print(str(SECRET_KEY))"],
+            cwd=BACKEND_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "k" * 64
+
+
+def run_python(code: str, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=BACKEND_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+class TestEmbeddedDatabase:
+    def test_with_no_database_configured_a_private_postgresql_is_migrated_and_keeps_its_data(
+        self, tmp_path: Path, env_without_database: dict[str, str]
+    ) -> None:
+        env = {**env_without_database, "EMBEDDED_DB_DIR": str(tmp_path / "pgdata")}
+        url = run_python("from app.core.config import DATABASE_URL; print(DATABASE_URL)", env)
+        assert url.startswith("postgresql://postgres@/phresh?host=")
+
+        migrate = subprocess.run(
+            [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=BACKEND_DIR, env=env, capture_output=True, text=True
+        )
+        assert migrate.returncode == 0, migrate.stderr
+
+        insert = (
+            "import asyncio, asyncpg\n"
+            "from app.core.config import DATABASE_URL\n"
+            "async def main():\n"
+            "    conn = await asyncpg.connect(str(DATABASE_URL))\n"
+            "    await conn.execute(\"INSERT INTO cleanings (name, price) VALUES ('kept', 1)\")\n"
+            "    await conn.close()\n"
+            "asyncio.run(main())\n"
+        )
+        run_python(insert, env)
+        # Each process above stopped the server when it exited; this one starts it again.
+        select = (
+            "import asyncio, asyncpg\n"
+            "from app.core.config import DATABASE_URL\n"
+            "async def main():\n"
+            "    conn = await asyncpg.connect(str(DATABASE_URL))\n"
+            "    print(await conn.fetchval('SELECT name FROM cleanings'))\n"
+            "    await conn.close()\n"
+            "asyncio.run(main())\n"
+        )
+        assert run_python(select, env) == "kept"
+
+
+def load_manage() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("manage", BACKEND_DIR / "manage.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TestManageEnvFile:
+    def test_first_run_writes_a_random_secret_key_and_never_overwrites(self, tmp_path: Path) -> None:
+        manage = load_manage()
+        env_file = tmp_path / ".env"
+        assert manage.ensure_env_file(env_file) is True
+        content = env_file.read_text()
+        key = re.search(r"^SECRET_KEY=([0-9a-f]+)$", content, re.MULTILINE)
+        assert key is not None and len(key.group(1)) == 64
+        assert env_file.stat().st_mode & 0o077 == 0  # readable by its owner only
+
+        assert manage.ensure_env_file(env_file) is False
+        assert env_file.read_text() == content
+
+        other = tmp_path / "other.env"
+        manage.ensure_env_file(other)
+        assert other.read_text() != content  # a fresh key each time, not a constant
+
+    def test_an_existing_env_file_is_left_alone(self, tmp_path: Path) -> None:
+        env_file = tmp_path / ".env"
+        env_file.write_text("SECRET_KEY=mine\n")
+        assert load_manage().ensure_env_file(env_file) is False
+        assert env_file.read_text() == "SECRET_KEY=mine\n"
