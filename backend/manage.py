@@ -3,6 +3,7 @@
 
     python3 backend/manage.py serve   # install, migrate, serve http://127.0.0.1:8000 (Swagger UI at /docs)
     python3 backend/manage.py test    # install, run the whole test suite (extra arguments go to pytest)
+    python3 backend/manage.py lint    # ruff (lint and format) and mypy --strict
 
 With no DATABASE_URL or POSTGRES_* configured, both use a private PostgreSQL (the `pgserver`
 package) whose data lives in backend/.pgdata.
@@ -89,8 +90,19 @@ def test(args: argparse.Namespace) -> int:
     return subprocess.run([str(python), "-m", "pytest", *args.pytest_args], cwd=BACKEND_DIR).returncode
 
 
+def lint(args: argparse.Namespace) -> int:
+    python = ensure_virtualenv()
+    checks = [
+        [str(python), "-m", "ruff", "check", "."],
+        [str(python), "-m", "ruff", "format", "--check", "."],
+        [str(python), "-m", "mypy"],
+    ]
+    failed = [check for check in checks if subprocess.run(check, cwd=BACKEND_DIR).returncode != 0]
+    return 1 if failed else 0
+
+
 def main() -> int:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this file must run, and explain, on older Pythons
         say("Python 3.11 or newer is needed")
         return 1
     parser = argparse.ArgumentParser(prog="manage.py", description=__doc__.splitlines()[0])
@@ -102,6 +114,9 @@ def main() -> int:
     serve_parser.add_argument("--workers", type=int, default=1)
     serve_parser.add_argument("--reload", action="store_true", help="restart when the code changes")
     serve_parser.set_defaults(handler=serve)
+
+    lint_parser = commands.add_parser("lint", help="ruff (lint and format) and mypy (strict) over the code")
+    lint_parser.set_defaults(handler=lint)
 
     test_parser = commands.add_parser("test", help="install and run the test suite (other arguments go to pytest)")
     test_parser.set_defaults(handler=test)

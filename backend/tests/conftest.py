@@ -7,7 +7,7 @@ development database is never touched.
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 # Before anything from `app` is imported: tests sign with a key of their own and hash cheaply
 # (real bcrypt, lower cost). The environment wins over a developer's .env.
@@ -90,10 +90,9 @@ def db(app: FastAPI, client: AsyncClient) -> Database:
 
 
 @pytest.fixture(autouse=True)
-async def empty_tables(db: Database) -> AsyncIterator[None]:
+async def empty_tables(db: Database) -> None:
     """Every test starts from empty tables, so no test depends on another's rows."""
     await db.execute("TRUNCATE users, cleanings RESTART IDENTITY CASCADE")
-    yield
 
 
 @pytest.fixture
@@ -113,8 +112,8 @@ async def test_user(db: Database) -> UserInDB:
 
 
 @pytest.fixture
-def env_without_database() -> Iterator[dict[str, str]]:
+def env_without_database() -> dict[str, str]:
     """An environment for a child process that names no database and no .env file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "DATABASE_URL"))}
     env["PHRESH_ENV_FILE"] = os.devnull
-    yield env
+    return env

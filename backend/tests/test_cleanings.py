@@ -6,7 +6,7 @@ from fastapi import FastAPI, status
 from httpx import AsyncClient
 
 from app.db.repositories.cleanings import CleaningsRepository
-from app.models.cleaning import CleaningCreate, CleaningInDB, CleaningPublic
+from app.models.cleaning import CleaningCreate, CleaningInDB
 
 
 class TestCleaningsRoutes:
@@ -114,7 +114,9 @@ class TestGetCleaning:
         self, app: FastAPI, client: AsyncClient, test_cleaning: CleaningInDB
     ) -> None:
         other = CleaningCreate(name="windows", price=30, cleaning_type="full_clean")
-        res = await client.post(app.url_path_for("cleanings:create-cleaning"), json={"new_cleaning": other.model_dump()})
+        res = await client.post(
+            app.url_path_for("cleanings:create-cleaning"), json={"new_cleaning": other.model_dump()}
+        )
         assert res.status_code == status.HTTP_201_CREATED
 
         res = await client.get(app.url_path_for("cleanings:get-all-cleanings"))

@@ -2,7 +2,6 @@
 
 import re
 import shlex
-from pathlib import Path
 
 import yaml
 

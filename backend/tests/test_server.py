@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -12,11 +13,17 @@ from pathlib import Path
 from types import ModuleType
 
 import httpx
+import psutil
 import pytest
 from fastapi import status
 
 from app.core.config import BACKEND_DIR, SECRET_KEY_PLACEHOLDER
 from tests.conftest import TEST_DATABASE_URL
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def free_port() -> int:
@@ -163,7 +170,11 @@ class TestEmbeddedDatabase:
         assert url.startswith("postgresql://postgres@/phresh?host=")
 
         migrate = subprocess.run(
-            [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=BACKEND_DIR, env=env, capture_output=True, text=True
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
+            cwd=BACKEND_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         assert migrate.returncode == 0, migrate.stderr
 
@@ -188,6 +199,36 @@ class TestEmbeddedDatabase:
             "asyncio.run(main())\n"
         )
         assert run_python(select, env) == "kept"
+
+    def test_the_private_postgresql_stops_when_the_server_is_stopped(
+        self, tmp_path: Path, env_without_database: dict[str, str]
+    ) -> None:
+        data_dir = tmp_path / "pgdata"
+        env = {**env_without_database, "EMBEDDED_DB_DIR": str(data_dir)}
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.api.server:app", "--port", str(port)],
+            cwd=BACKEND_DIR,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not (data_dir / "postmaster.pid").exists() or not port_open(port):
+                assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+            postgres_pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+            assert psutil.pid_exists(postgres_pid)
+        finally:
+            server.send_signal(signal.SIGTERM)  # what `docker stop`, systemd and Ctrl-C-less shutdowns send
+            server.wait(timeout=30)
+        # uvicorn re-raises SIGTERM after its shutdown, which skips exit handlers: the app's own
+        # shutdown has to let go of the database, or PostgreSQL would run on with nobody using it.
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(postgres_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not psutil.pid_exists(postgres_pid)
 
 
 def load_manage() -> ModuleType:

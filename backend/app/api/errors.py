@@ -12,10 +12,7 @@ async def request_validation_exception_handler(request: Request, exc: Exception)
     (a 500 instead of a 422).
     """
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"type": error["type"], "loc": error["loc"], "msg": error["msg"]}
-        for error in exc.errors()
-    ]
+    errors = [{"type": error["type"], "loc": error["loc"], "msg": error["msg"]} for error in exc.errors()]
     return JSONResponse(
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         content=jsonable_encoder({"detail": errors}),

@@ -10,6 +10,7 @@ from app.api.errors import request_validation_exception_handler
 from app.api.routes import router as api_router
 from app.core import config
 from app.db import tasks
+from app.db.embedded import release_embedded_database
 
 
 def get_application(*, database_url: DatabaseURL | None = None) -> FastAPI:
@@ -23,6 +24,9 @@ def get_application(*, database_url: DatabaseURL | None = None) -> FastAPI:
             yield
         finally:
             await tasks.close_db_connection(app)
+            if database_url is None:
+                # The configured database may be the embedded one, held by this process.
+                release_embedded_database()
 
     app = FastAPI(title=config.PROJECT_NAME, version=config.VERSION, lifespan=lifespan)
     # Tokens travel in the Authorization header, not in cookies, so any origin may call the API.

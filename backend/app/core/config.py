@@ -6,6 +6,7 @@ had none (the database), Phresh falls back to a private PostgreSQL it starts its
 
 import os
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import quote
 
 from databases import DatabaseURL
@@ -22,11 +23,11 @@ VERSION = "1.0.0"
 API_PREFIX = "/api"
 
 # The value `.env.example` ships with; a server must never run with it.
-SECRET_KEY_PLACEHOLDER = "CHANGEME-generate-with-openssl-rand-hex-32"
+SECRET_KEY_PLACEHOLDER = "CHANGEME-generate-with-openssl-rand-hex-32"  # noqa: S105 - refused, never used
 SECRET_KEY_MIN_BYTES = 32
 
 
-def _exit(message: str) -> None:
+def _exit(message: str) -> NoReturn:
     # One line on stderr and a non-zero exit, instead of a traceback a newcomer has to decode.
     raise SystemExit(f"phresh: {message}")
 
@@ -36,9 +37,9 @@ def _secret_key() -> Secret:
     how = "generate one with `openssl rand -hex 32` and put it in .env as SECRET_KEY=<key>"
     if not value:
         _exit(f"SECRET_KEY is not set: {how}")
-    elif value == SECRET_KEY_PLACEHOLDER:
+    if value == SECRET_KEY_PLACEHOLDER:
         _exit(f"SECRET_KEY is still the placeholder from .env.example: {how}")
-    elif len(value.encode()) < SECRET_KEY_MIN_BYTES:
+    if len(value.encode()) < SECRET_KEY_MIN_BYTES:
         _exit(f"SECRET_KEY is shorter than {SECRET_KEY_MIN_BYTES} bytes: {how}")
     return Secret(value)
 

@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pydantic import EmailStr, Field
 
@@ -8,7 +8,7 @@ from app.models.core import CoreModel
 
 def _timestamp(after: timedelta = timedelta()) -> int:
     # Timezone-aware on purpose: a naive utcnow().timestamp() is off by the host's UTC offset.
-    return int((datetime.now(timezone.utc) + after).timestamp())
+    return int((datetime.now(UTC) + after).timestamp())
 
 
 class JWTMeta(CoreModel):

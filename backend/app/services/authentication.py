@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import bcrypt
 import jwt
@@ -34,10 +34,12 @@ class AuthService:
         return bcrypt.gensalt().decode()
 
     def hash_password(self, *, password: str, salt: str) -> str:
-        return pwd_context.hash(password + salt)
+        hashed: str = pwd_context.hash(password + salt)
+        return hashed
 
     def verify_password(self, *, password: str, salt: str, hashed_pw: str) -> bool:
-        return pwd_context.verify(password + salt, hashed_pw)
+        verified: bool = pwd_context.verify(password + salt, hashed_pw)
+        return verified
 
     def create_access_token_for_user(
         self,
@@ -49,7 +51,7 @@ class AuthService:
     ) -> str | None:
         if not isinstance(user, UserInDB):
             return None
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         meta = JWTMeta(
             aud=audience,
             iat=int(now.timestamp()),

@@ -36,5 +36,5 @@ async def register_new_user(
 
     token = auth_service.create_access_token_for_user(user=created_user)
     assert token is not None  # a registered user always gets one
-    access_token = AccessToken(access_token=token, token_type="bearer")
+    access_token = AccessToken(access_token=token, token_type="bearer")  # noqa: S106 - the OAuth2 token type, not a secret
     return UserPublic(**created_user.model_dump(exclude={"password", "salt"}), access_token=access_token)

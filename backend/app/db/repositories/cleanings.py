@@ -54,7 +54,8 @@ class CleaningsRepository(BaseRepository):
 
     async def create_cleaning(self, *, new_cleaning: CleaningCreate) -> CleaningInDB:
         record = await self.db.fetch_one(query=CREATE_CLEANING_QUERY, values=new_cleaning.model_dump())
-        return CleaningInDB.model_validate(as_dict(record))  # type: ignore[union-attr]
+        assert record is not None  # INSERT ... RETURNING always returns the row
+        return CleaningInDB.model_validate(as_dict(record))
 
     async def get_cleaning_by_id(self, *, id: int) -> CleaningInDB | None:
         if not 1 <= id <= MAX_ID:
@@ -82,7 +83,8 @@ class CleaningsRepository(BaseRepository):
                 query=UPDATE_CLEANING_BY_ID_QUERY,
                 values=updated.model_dump(include={"id", "name", "description", "price", "cleaning_type"}),
             )
-        return CleaningInDB.model_validate(as_dict(record))  # type: ignore[union-attr]
+        assert record is not None  # the row is locked: it is still there
+        return CleaningInDB.model_validate(as_dict(record))
 
     async def delete_cleaning_by_id(self, *, id: int) -> int | None:
         if not 1 <= id <= MAX_ID:

@@ -7,9 +7,7 @@ from app.db.repositories.base import BaseRepository, as_dict
 from app.models.user import UserCreate, UserInDB
 from app.services import auth_service
 
-USER_COLUMNS = (
-    "id, username, email, email_verified, password, salt, is_active, is_superuser, created_at, updated_at"
-)
+USER_COLUMNS = "id, username, email, email_verified, password, salt, is_active, is_superuser, created_at, updated_at"
 
 GET_USER_BY_EMAIL_QUERY = f"""
     SELECT {USER_COLUMNS}
@@ -68,4 +66,5 @@ class UsersRepository(BaseRepository):
             if error is None:
                 raise
             raise error from exc
-        return UserInDB.model_validate(as_dict(record))  # type: ignore[arg-type]
+        assert record is not None  # INSERT ... RETURNING always returns the row
+        return UserInDB.model_validate(as_dict(record))

@@ -6,6 +6,7 @@ Create Date: 2026-11-28
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -16,7 +17,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def timestamps() -> tuple[sa.Column[sa.DateTime], sa.Column[sa.DateTime]]:
+def timestamps() -> tuple[sa.Column[Any], sa.Column[Any]]:
     return (
         sa.Column("created_at", sa.TIMESTAMP(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.Column("updated_at", sa.TIMESTAMP(timezone=True), server_default=sa.func.now(), nullable=False),
