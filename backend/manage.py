@@ -4,6 +4,7 @@
     python3 backend/manage.py serve   # install, migrate, serve http://127.0.0.1:8000 (Swagger UI at /docs)
     python3 backend/manage.py test    # install, run the whole test suite (extra arguments go to pytest)
     python3 backend/manage.py lint    # ruff (lint and format) and mypy --strict
+    python3 backend/manage.py create-superuser --email E --username U   # or promote an existing user
 
 With no DATABASE_URL or POSTGRES_* configured, both use a private PostgreSQL (the `pgserver`
 package) whose data lives in backend/.pgdata.
@@ -90,6 +91,13 @@ def test(args: argparse.Namespace) -> int:
     return subprocess.run([str(python), "-m", "pytest", *args.pytest_args], cwd=BACKEND_DIR).returncode
 
 
+def create_superuser(args: argparse.Namespace) -> int:
+    python = ensure_virtualenv()
+    ensure_env_file()
+    subprocess.run([str(python), "-m", "alembic", "upgrade", "head"], cwd=BACKEND_DIR, check=True)
+    return subprocess.run([str(python), "-m", "app.cli", "create-superuser", *args.extra], cwd=BACKEND_DIR).returncode
+
+
 def lint(args: argparse.Namespace) -> int:
     python = ensure_virtualenv()
     checks = [
@@ -115,6 +123,13 @@ def main() -> int:
     serve_parser.add_argument("--reload", action="store_true", help="restart when the code changes")
     serve_parser.set_defaults(handler=serve)
 
+    superuser_parser = commands.add_parser(
+        "create-superuser",
+        help="create a superuser or promote a user: --email E --username U [--password-stdin]",
+        add_help=False,
+    )
+    superuser_parser.set_defaults(handler=create_superuser)
+
     lint_parser = commands.add_parser("lint", help="ruff (lint and format) and mypy (strict) over the code")
     lint_parser.set_defaults(handler=lint)
 
@@ -122,9 +137,9 @@ def main() -> int:
     test_parser.set_defaults(handler=test)
 
     args, extra = parser.parse_known_args()
-    if extra and args.handler is not test:
+    if extra and args.handler not in (test, create_superuser):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.pytest_args = extra
+    args.pytest_args = args.extra = extra
     try:
         return int(args.handler(args))
     except subprocess.CalledProcessError as exc:

@@ -7,7 +7,7 @@ development database is never touched.
 
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 # Before anything from `app` is imported: tests sign with a key of their own and hash cheaply
 # (real bcrypt, lower cost). The environment wins over a developer's .env.
@@ -23,11 +23,12 @@ from databases import Database, DatabaseURL
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
-from app.core.config import BACKEND_DIR, DATABASE_URL
+from app.core.config import BACKEND_DIR, DATABASE_URL, JWT_TOKEN_PREFIX, SECRET_KEY
 from app.db.repositories.cleanings import CleaningsRepository
 from app.db.repositories.users import UsersRepository
 from app.models.cleaning import CleaningCreate, CleaningInDB
 from app.models.user import UserCreate, UserInDB
+from app.services import auth_service
 
 # Replace the path, never append to the string: the URL may end in a query (?host=/socket/dir).
 TEST_DATABASE_URL: DatabaseURL = DATABASE_URL.replace(database=f"{DATABASE_URL.database}_test")
@@ -95,20 +96,70 @@ async def empty_tables(db: Database) -> None:
     await db.execute("TRUNCATE users, cleanings RESTART IDENTITY CASCADE")
 
 
+def auth_headers(user: UserInDB) -> dict[str, str]:
+    token = auth_service.create_access_token_for_user(user=user, secret_key=str(SECRET_KEY))
+    return {"Authorization": f"{JWT_TOKEN_PREFIX} {token}"}
+
+
+@pytest.fixture
+async def client_for(app: FastAPI, client: AsyncClient) -> AsyncIterator[Callable[[UserInDB], AsyncClient]]:
+    """Make clients that send a user's bearer token (the shared `client` stays anonymous)."""
+    clients: list[AsyncClient] = []
+
+    def make(user: UserInDB) -> AsyncClient:
+        authorized = AsyncClient(
+            transport=ASGITransport(app=app),
+            base_url="http://testserver",
+            headers={"Content-Type": "application/json", **auth_headers(user)},
+        )
+        clients.append(authorized)
+        return authorized
+
+    yield make
+    for authorized in clients:
+        await authorized.aclose()
+
+
+@pytest.fixture
+def authorized_client(client_for: Callable[[UserInDB], AsyncClient], test_user: UserInDB) -> AsyncClient:
+    return client_for(test_user)
+
+
+async def create_user(db: Database, *, email: str, username: str, password: str, superuser: bool = False) -> UserInDB:
+    user_repo = UsersRepository(db)
+    user = await user_repo.register_new_user(new_user=UserCreate(email=email, username=username, password=password))
+    if superuser:
+        promoted = await user_repo.make_superuser(id=user.id)
+        assert promoted is not None
+        return promoted
+    return user
+
+
 @pytest.fixture
 def new_cleaning() -> CleaningCreate:
     return CleaningCreate(name="test cleaning", description="test description", price=10.00, cleaning_type="spot_clean")
 
 
 @pytest.fixture
-async def test_cleaning(db: Database, new_cleaning: CleaningCreate) -> CleaningInDB:
-    return await CleaningsRepository(db).create_cleaning(new_cleaning=new_cleaning)
+async def test_cleaning(db: Database, new_cleaning: CleaningCreate, test_user: UserInDB) -> CleaningInDB:
+    return await CleaningsRepository(db).create_cleaning(new_cleaning=new_cleaning, requesting_user=test_user)
 
 
 @pytest.fixture
 async def test_user(db: Database) -> UserInDB:
-    new_user = UserCreate(email="lebron@james.io", username="lebronjames", password="heatcavslakers")
-    return await UsersRepository(db).register_new_user(new_user=new_user)
+    return await create_user(db, email="lebron@james.io", username="lebronjames", password="heatcavslakers")
+
+
+@pytest.fixture
+async def test_user2(db: Database) -> UserInDB:
+    return await create_user(db, email="serena@williams.io", username="serenawilliams", password="tennistwins")
+
+
+@pytest.fixture
+async def test_superuser(db: Database) -> UserInDB:
+    return await create_user(
+        db, email="admin@phresh.io", username="phresh_admin", password="keys-to-it-all", superuser=True
+    )
 
 
 @pytest.fixture

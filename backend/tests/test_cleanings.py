@@ -1,4 +1,5 @@
 import asyncio
+from collections.abc import Callable
 
 import pytest
 from databases import Database
@@ -7,27 +8,28 @@ from httpx import AsyncClient
 
 from app.db.repositories.cleanings import CleaningsRepository
 from app.models.cleaning import CleaningCreate, CleaningInDB
+from app.models.user import UserInDB
 
 
 class TestCleaningsRoutes:
-    async def test_routes_exist(self, app: FastAPI, client: AsyncClient) -> None:
-        res = await client.post(app.url_path_for("cleanings:create-cleaning"), json={})
+    async def test_routes_exist(self, app: FastAPI, authorized_client: AsyncClient) -> None:
+        res = await authorized_client.post(app.url_path_for("cleanings:create-cleaning"), json={})
         assert res.status_code != status.HTTP_404_NOT_FOUND
-        res = await client.get(app.url_path_for("cleanings:get-cleaning-by-id", id=1))
+        res = await authorized_client.get(app.url_path_for("cleanings:get-cleaning-by-id", cleaning_id=1))
         assert res.status_code != status.HTTP_404_NOT_FOUND or res.json()["detail"] == "No cleaning found with that id."
-        res = await client.get(app.url_path_for("cleanings:get-all-cleanings"))
+        res = await authorized_client.get(app.url_path_for("cleanings:list-all-user-cleanings"))
         assert res.status_code == status.HTTP_200_OK
 
-    async def test_invalid_input_raises_error(self, app: FastAPI, client: AsyncClient) -> None:
-        res = await client.post(app.url_path_for("cleanings:create-cleaning"), json={})
+    async def test_invalid_input_raises_error(self, app: FastAPI, authorized_client: AsyncClient) -> None:
+        res = await authorized_client.post(app.url_path_for("cleanings:create-cleaning"), json={})
         assert res.status_code == status.HTTP_422_UNPROCESSABLE_CONTENT
 
 
 class TestCreateCleaning:
     async def test_valid_input_creates_cleaning(
-        self, app: FastAPI, client: AsyncClient, new_cleaning: CleaningCreate
+        self, app: FastAPI, authorized_client: AsyncClient, new_cleaning: CleaningCreate
     ) -> None:
-        res = await client.post(
+        res = await authorized_client.post(
             app.url_path_for("cleanings:create-cleaning"), json={"new_cleaning": new_cleaning.model_dump()}
         )
         assert res.status_code == status.HTTP_201_CREATED
@@ -35,16 +37,16 @@ class TestCreateCleaning:
         assert created == new_cleaning
         assert res.json()["id"] >= 1
 
-    async def test_cleaning_type_defaults_to_spot_clean(self, app: FastAPI, client: AsyncClient) -> None:
-        res = await client.post(
+    async def test_cleaning_type_defaults_to_spot_clean(self, app: FastAPI, authorized_client: AsyncClient) -> None:
+        res = await authorized_client.post(
             app.url_path_for("cleanings:create-cleaning"), json={"new_cleaning": {"name": "dishes", "price": 5}}
         )
         assert res.status_code == status.HTTP_201_CREATED
         assert res.json()["cleaning_type"] == "spot_clean"
         assert res.json()["description"] is None
 
-    async def test_price_is_stored_with_two_decimals(self, app: FastAPI, client: AsyncClient) -> None:
-        res = await client.post(
+    async def test_price_is_stored_with_two_decimals(self, app: FastAPI, authorized_client: AsyncClient) -> None:
+        res = await authorized_client.post(
             app.url_path_for("cleanings:create-cleaning"), json={"new_cleaning": {"name": "attic", "price": 12.345}}
         )
         assert res.status_code == status.HTTP_201_CREATED
@@ -69,23 +71,29 @@ class TestCreateCleaning:
         ),
     )
     async def test_invalid_input_returns_422_and_stores_nothing(
-        self, app: FastAPI, client: AsyncClient, db: Database, invalid_payload: dict[str, object] | None
+        self, app: FastAPI, authorized_client: AsyncClient, db: Database, invalid_payload: dict[str, object] | None
     ) -> None:
-        res = await client.post(app.url_path_for("cleanings:create-cleaning"), json={"new_cleaning": invalid_payload})
+        res = await authorized_client.post(
+            app.url_path_for("cleanings:create-cleaning"), json={"new_cleaning": invalid_payload}
+        )
         assert res.status_code == status.HTTP_422_UNPROCESSABLE_CONTENT
         assert res.json()["detail"]
-        assert await CleaningsRepository(db).get_all_cleanings() == []
+        assert await db.fetch_val("SELECT count(*) FROM cleanings") == 0
 
-    async def test_lone_surrogate_in_text_is_422_not_500(self, app: FastAPI, client: AsyncClient) -> None:
+    async def test_lone_surrogate_in_text_is_422_not_500(self, app: FastAPI, authorized_client: AsyncClient) -> None:
         # Valid JSON, but not encodable as UTF-8: the driver would raise if it got that far.
         body = '{"new_cleaning": {"name": "broken \\ud800 text", "price": 10}}'
-        res = await client.post(app.url_path_for("cleanings:create-cleaning"), content=body)
+        res = await authorized_client.post(app.url_path_for("cleanings:create-cleaning"), content=body)
         assert res.status_code == status.HTTP_422_UNPROCESSABLE_CONTENT
 
 
 class TestGetCleaning:
-    async def test_get_cleaning_by_id(self, app: FastAPI, client: AsyncClient, test_cleaning: CleaningInDB) -> None:
-        res = await client.get(app.url_path_for("cleanings:get-cleaning-by-id", id=test_cleaning.id))
+    async def test_get_cleaning_by_id(
+        self, app: FastAPI, authorized_client: AsyncClient, test_cleaning: CleaningInDB
+    ) -> None:
+        res = await authorized_client.get(
+            app.url_path_for("cleanings:get-cleaning-by-id", cleaning_id=test_cleaning.id)
+        )
         assert res.status_code == status.HTTP_200_OK
         cleaning = CleaningInDB(**res.json())
         assert cleaning == test_cleaning
@@ -103,30 +111,30 @@ class TestGetCleaning:
         ),
     )
     async def test_wrong_id_returns_error(
-        self, app: FastAPI, client: AsyncClient, test_cleaning: CleaningInDB, id: object, status_code: int
+        self, app: FastAPI, authorized_client: AsyncClient, test_cleaning: CleaningInDB, id: object, status_code: int
     ) -> None:
-        res = await client.get(app.url_path_for("cleanings:get-cleaning-by-id", id=id))
+        res = await authorized_client.get(app.url_path_for("cleanings:get-cleaning-by-id", cleaning_id=id))
         assert res.status_code == status_code
         if status_code == 404:
             assert res.json() == {"detail": "No cleaning found with that id."}
 
-    async def test_get_all_cleanings_returns_every_cleaning(
-        self, app: FastAPI, client: AsyncClient, test_cleaning: CleaningInDB
+    async def test_list_returns_every_cleaning_of_the_caller(
+        self, app: FastAPI, authorized_client: AsyncClient, test_cleaning: CleaningInDB
     ) -> None:
         other = CleaningCreate(name="windows", price=30, cleaning_type="full_clean")
-        res = await client.post(
+        res = await authorized_client.post(
             app.url_path_for("cleanings:create-cleaning"), json={"new_cleaning": other.model_dump()}
         )
         assert res.status_code == status.HTTP_201_CREATED
 
-        res = await client.get(app.url_path_for("cleanings:get-all-cleanings"))
+        res = await authorized_client.get(app.url_path_for("cleanings:list-all-user-cleanings"))
         assert res.status_code == status.HTTP_200_OK
         cleanings = [CleaningInDB(**c) for c in res.json()]
         assert [c.name for c in cleanings] == [test_cleaning.name, "windows"]
         assert cleanings[0] == test_cleaning
 
-    async def test_get_all_cleanings_is_empty_list_when_there_are_none(self, app: FastAPI, client: AsyncClient) -> None:
-        res = await client.get(app.url_path_for("cleanings:get-all-cleanings"))
+    async def test_list_is_empty_when_the_caller_has_none(self, app: FastAPI, authorized_client: AsyncClient) -> None:
+        res = await authorized_client.get(app.url_path_for("cleanings:list-all-user-cleanings"))
         assert res.status_code == status.HTTP_200_OK
         assert res.json() == []
 
@@ -147,15 +155,15 @@ class TestUpdateCleaning:
     async def test_update_cleaning_with_valid_input(
         self,
         app: FastAPI,
-        client: AsyncClient,
+        authorized_client: AsyncClient,
         db: Database,
         test_cleaning: CleaningInDB,
         attrs_to_change: list[str],
         values: list[object],
     ) -> None:
         cleaning_update = dict(zip(attrs_to_change, values, strict=True))
-        res = await client.put(
-            app.url_path_for("cleanings:update-cleaning-by-id", id=test_cleaning.id),
+        res = await authorized_client.put(
+            app.url_path_for("cleanings:update-cleaning-by-id", cleaning_id=test_cleaning.id),
             json={"cleaning_update": cleaning_update},
         )
         assert res.status_code == status.HTTP_200_OK
@@ -191,7 +199,7 @@ class TestUpdateCleaning:
     async def test_update_cleaning_with_invalid_input_throws_error(
         self,
         app: FastAPI,
-        client: AsyncClient,
+        authorized_client: AsyncClient,
         db: Database,
         test_cleaning: CleaningInDB,
         id: object,
@@ -199,8 +207,8 @@ class TestUpdateCleaning:
         status_code: int,
     ) -> None:
         cleaning_id = test_cleaning.id if id == "existing" else id
-        res = await client.put(
-            app.url_path_for("cleanings:update-cleaning-by-id", id=cleaning_id),
+        res = await authorized_client.put(
+            app.url_path_for("cleanings:update-cleaning-by-id", cleaning_id=cleaning_id),
             json={"cleaning_update": payload},
         )
         assert res.status_code == status_code
@@ -209,27 +217,33 @@ class TestUpdateCleaning:
         assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id) == test_cleaning
 
     async def test_concurrent_partial_updates_both_land(
-        self, app: FastAPI, client: AsyncClient, test_cleaning: CleaningInDB
+        self, app: FastAPI, authorized_client: AsyncClient, test_cleaning: CleaningInDB
     ) -> None:
-        path = app.url_path_for("cleanings:update-cleaning-by-id", id=test_cleaning.id)
+        path = app.url_path_for("cleanings:update-cleaning-by-id", cleaning_id=test_cleaning.id)
         responses = await asyncio.gather(
-            *(client.put(path, json={"cleaning_update": {"name": "renamed"}}) for _ in range(5)),
-            *(client.put(path, json={"cleaning_update": {"price": 99.5}}) for _ in range(5)),
+            *(authorized_client.put(path, json={"cleaning_update": {"name": "renamed"}}) for _ in range(5)),
+            *(authorized_client.put(path, json={"cleaning_update": {"price": 99.5}}) for _ in range(5)),
         )
         assert {res.status_code for res in responses} == {status.HTTP_200_OK}
-        res = await client.get(app.url_path_for("cleanings:get-cleaning-by-id", id=test_cleaning.id))
+        res = await authorized_client.get(
+            app.url_path_for("cleanings:get-cleaning-by-id", cleaning_id=test_cleaning.id)
+        )
         assert (res.json()["name"], res.json()["price"]) == ("renamed", 99.5)
 
 
 class TestDeleteCleaning:
     async def test_can_delete_cleaning_successfully(
-        self, app: FastAPI, client: AsyncClient, test_cleaning: CleaningInDB
+        self, app: FastAPI, authorized_client: AsyncClient, test_cleaning: CleaningInDB
     ) -> None:
-        res = await client.delete(app.url_path_for("cleanings:delete-cleaning-by-id", id=test_cleaning.id))
+        res = await authorized_client.delete(
+            app.url_path_for("cleanings:delete-cleaning-by-id", cleaning_id=test_cleaning.id)
+        )
         assert res.status_code == status.HTTP_200_OK
         assert res.json() == test_cleaning.id
 
-        res = await client.get(app.url_path_for("cleanings:get-cleaning-by-id", id=test_cleaning.id))
+        res = await authorized_client.get(
+            app.url_path_for("cleanings:get-cleaning-by-id", cleaning_id=test_cleaning.id)
+        )
         assert res.status_code == status.HTTP_404_NOT_FOUND
 
     @pytest.mark.parametrize(
@@ -243,8 +257,136 @@ class TestDeleteCleaning:
         ),
     )
     async def test_wrong_id_throws_error(
-        self, app: FastAPI, client: AsyncClient, db: Database, test_cleaning: CleaningInDB, id: object, status_code: int
+        self,
+        app: FastAPI,
+        authorized_client: AsyncClient,
+        db: Database,
+        test_cleaning: CleaningInDB,
+        id: object,
+        status_code: int,
     ) -> None:
-        res = await client.delete(app.url_path_for("cleanings:delete-cleaning-by-id", id=id))
+        res = await authorized_client.delete(app.url_path_for("cleanings:delete-cleaning-by-id", cleaning_id=id))
         assert res.status_code == status_code
         assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id) == test_cleaning
+
+
+class TestCleaningOwnership:
+    @pytest.mark.parametrize(
+        "method, route, params, body",
+        (
+            ("POST", "cleanings:create-cleaning", {}, {"new_cleaning": {"name": "x", "price": 1}}),
+            ("GET", "cleanings:list-all-user-cleanings", {}, None),
+            ("GET", "cleanings:get-cleaning-by-id", {"cleaning_id": "existing"}, None),
+            ("PUT", "cleanings:update-cleaning-by-id", {"cleaning_id": "existing"}, {"cleaning_update": {"price": 1}}),
+            ("DELETE", "cleanings:delete-cleaning-by-id", {"cleaning_id": "existing"}, None),
+        ),
+    )
+    async def test_every_cleanings_route_needs_a_logged_in_user(
+        self,
+        app: FastAPI,
+        client: AsyncClient,
+        db: Database,
+        test_cleaning: CleaningInDB,
+        method: str,
+        route: str,
+        params: dict[str, object],
+        body: dict[str, object] | None,
+    ) -> None:
+        path = app.url_path_for(route, **{k: test_cleaning.id for k in params})
+        res = await client.request(method, path, json=body)
+        assert res.status_code == status.HTTP_401_UNAUTHORIZED
+        assert res.headers["WWW-Authenticate"] == "Bearer"
+        assert await db.fetch_val("SELECT count(*) FROM cleanings") == 1
+        assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id) == test_cleaning
+
+    async def test_the_creator_owns_a_new_cleaning(
+        self, app: FastAPI, authorized_client: AsyncClient, test_user: UserInDB
+    ) -> None:
+        res = await authorized_client.post(
+            app.url_path_for("cleanings:create-cleaning"), json={"new_cleaning": {"name": "garage", "price": 50}}
+        )
+        assert res.status_code == status.HTTP_201_CREATED
+        assert res.json()["owner"] == test_user.id
+
+    async def test_the_list_shows_only_the_callers_cleanings(
+        self,
+        app: FastAPI,
+        client_for: Callable[[UserInDB], AsyncClient],
+        test_user: UserInDB,
+        test_user2: UserInDB,
+        test_cleaning: CleaningInDB,
+    ) -> None:
+        other = client_for(test_user2)
+        res = await other.post(
+            app.url_path_for("cleanings:create-cleaning"), json={"new_cleaning": {"name": "serena's", "price": 9}}
+        )
+        assert res.status_code == status.HTTP_201_CREATED
+
+        mine = await client_for(test_user).get(app.url_path_for("cleanings:list-all-user-cleanings"))
+        theirs = await other.get(app.url_path_for("cleanings:list-all-user-cleanings"))
+        assert [c["id"] for c in mine.json()] == [test_cleaning.id]
+        assert [c["name"] for c in theirs.json()] == ["serena's"]
+
+    async def test_any_logged_in_user_can_read_a_cleaning(
+        self,
+        app: FastAPI,
+        client_for: Callable[[UserInDB], AsyncClient],
+        test_user2: UserInDB,
+        test_cleaning: CleaningInDB,
+    ) -> None:
+        path = app.url_path_for("cleanings:get-cleaning-by-id", cleaning_id=test_cleaning.id)
+        res = await client_for(test_user2).get(path)
+        assert res.status_code == status.HTTP_200_OK
+        assert CleaningInDB(**res.json()) == test_cleaning
+
+    @pytest.mark.parametrize(
+        "method, route, body",
+        (
+            ("PUT", "cleanings:update-cleaning-by-id", {"cleaning_update": {"price": 0.01}}),
+            ("DELETE", "cleanings:delete-cleaning-by-id", None),
+        ),
+    )
+    async def test_others_cannot_modify_a_cleaning(
+        self,
+        app: FastAPI,
+        db: Database,
+        client_for: Callable[[UserInDB], AsyncClient],
+        test_user2: UserInDB,
+        test_cleaning: CleaningInDB,
+        method: str,
+        route: str,
+        body: dict[str, object] | None,
+    ) -> None:
+        other = client_for(test_user2)
+        res = await other.request(method, app.url_path_for(route, cleaning_id=test_cleaning.id), json=body)
+        assert res.status_code == status.HTTP_403_FORBIDDEN
+        assert res.json() == {"detail": "Action forbidden. Users are only able to modify cleanings they own."}
+        assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id) == test_cleaning
+
+        # a cleaning that does not exist is still a 404, not a 403
+        res = await other.request(method, app.url_path_for(route, cleaning_id=test_cleaning.id + 1), json=body)
+        assert res.status_code == status.HTTP_404_NOT_FOUND
+
+    async def test_superusers_can_modify_any_cleaning(
+        self,
+        app: FastAPI,
+        client_for: Callable[[UserInDB], AsyncClient],
+        test_superuser: UserInDB,
+        test_cleaning: CleaningInDB,
+    ) -> None:
+        admin = client_for(test_superuser)
+        path = app.url_path_for("cleanings:update-cleaning-by-id", cleaning_id=test_cleaning.id)
+        res = await admin.put(path, json={"cleaning_update": {"name": "moderated"}})
+        assert res.status_code == status.HTTP_200_OK
+        assert res.json()["name"] == "moderated"
+        assert res.json()["owner"] == test_cleaning.owner  # moderation does not take ownership
+
+        path = app.url_path_for("cleanings:delete-cleaning-by-id", cleaning_id=test_cleaning.id)
+        res = await admin.delete(path)
+        assert res.status_code == status.HTTP_200_OK
+
+    async def test_a_users_cleanings_go_when_the_user_is_deleted(
+        self, db: Database, test_user: UserInDB, test_cleaning: CleaningInDB
+    ) -> None:
+        await db.execute("DELETE FROM users WHERE id = :id", values={"id": test_user.id})
+        assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id) is None

@@ -41,7 +41,9 @@ class TestUserRegistration:
         assert user_in_db.username == new_user["username"]
         # the response is the stored user, minus the secrets, plus a bearer token for it
         created_user = UserPublic(**res.json())
-        assert created_user.model_dump(exclude={"access_token"}) == user_in_db.model_dump(exclude={"password", "salt"})
+        assert created_user.model_dump(exclude={"access_token"}) == user_in_db.model_dump(
+            exclude={"password", "salt", "token_version"}
+        )
         assert created_user.access_token is not None
         assert created_user.access_token.token_type == "bearer"
         assert decode(created_user.access_token.access_token)["username"] == new_user["username"]
@@ -220,7 +222,8 @@ class TestAuthTokens:
         assert access_token is not None
         creds = decode(access_token)
         assert creds["username"] == test_user.username
-        assert creds["sub"] == test_user.email
+        assert creds["sub"] == str(test_user.id)  # the id: it survives email and username changes
+        assert creds["ver"] == test_user.token_version
         assert creds["aud"] == JWT_AUDIENCE
         assert creds["iss"] == "phresh.io"
         assert jwt.get_unverified_header(access_token)["alg"] == "HS256"

@@ -23,7 +23,7 @@ VERSION = "1.0.0"
 API_PREFIX = "/api"
 
 # The value `.env.example` ships with; a server must never run with it.
-SECRET_KEY_PLACEHOLDER = "CHANGEME-generate-with-openssl-rand-hex-32"  # noqa: S105 - refused, never used
+SECRET_KEY_PLACEHOLDER = "CHANGEME-generate-with-openssl-rand-hex-32"  # refused at start-up
 SECRET_KEY_MIN_BYTES = 32
 
 

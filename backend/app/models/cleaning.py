@@ -47,7 +47,8 @@ class CleaningInDB(IDModelMixin, DateTimeModelMixin, CleaningBase):
     name: str
     price: float
     cleaning_type: CleaningType
+    owner: int | None  # the owning user's id; None for cleanings created before owners existed
 
 
 class CleaningPublic(IDModelMixin, DateTimeModelMixin, CleaningBase):
-    pass
+    owner: int | None = None

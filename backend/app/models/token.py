@@ -1,6 +1,7 @@
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
-from pydantic import EmailStr, Field
+from pydantic import Field, StringConstraints
 
 from app.core.config import ACCESS_TOKEN_EXPIRE_MINUTES, JWT_AUDIENCE
 from app.models.core import CoreModel
@@ -11,8 +12,11 @@ def _timestamp(after: timedelta = timedelta()) -> int:
     return int((datetime.now(UTC) + after).timestamp())
 
 
+JWT_ISSUER = "phresh.io"
+
+
 class JWTMeta(CoreModel):
-    iss: str = "phresh.io"
+    iss: str = JWT_ISSUER
     aud: str = JWT_AUDIENCE
     # Computed when a token is minted, not once when the module is imported.
     iat: int = Field(default_factory=_timestamp)
@@ -20,10 +24,19 @@ class JWTMeta(CoreModel):
 
 
 class JWTCreds(CoreModel):
-    """How a token identifies its user."""
+    """How a token identifies its user.
 
-    sub: EmailStr
+    `sub` is the user's id, which never changes, so tokens survive a change of email or username;
+    `ver` is the user's token version when the token was minted (a password change bumps it).
+    """
+
+    sub: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,18}$")]
     username: str
+    ver: int
+
+    @property
+    def user_id(self) -> int:
+        return int(self.sub)
 
 
 class JWTPayload(JWTMeta, JWTCreds):

@@ -1,14 +1,15 @@
 from typing import Annotated
 
-from pydantic import EmailStr, StringConstraints
+from pydantic import EmailStr, StringConstraints, field_validator
 
 from app.models.core import CoreModel, DateTimeModelMixin, IDModelMixin, Text
 from app.models.token import AccessToken
 
 # Usernames are indexed (unique): keep them short enough for any b-tree entry.
 Username = Annotated[str, StringConstraints(min_length=3, max_length=32, pattern=r"^[a-zA-Z0-9_-]+$")]
+MIN_PASSWORD_LENGTH, MAX_PASSWORD_LENGTH = 7, 100
 # Any length up to 100 characters is safe: hashing pre-hashes, so bcrypt's 72-byte limit never applies.
-Password = Annotated[Text, StringConstraints(min_length=7, max_length=100)]
+Password = Annotated[Text, StringConstraints(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)]
 
 
 class UserBase(CoreModel):
@@ -30,10 +31,24 @@ class UserCreate(CoreModel):
 
 
 class UserUpdate(CoreModel):
-    """Users may change their email and username."""
+    """Users may change their email and username; a field left out keeps its value."""
 
     email: EmailStr | None = None
     username: Username | None = None
+
+    @field_validator("email", "username")
+    @classmethod
+    def not_null(cls, value: str | None) -> str:
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
+
+
+class UserPasswordChange(CoreModel):
+    """A password change: the current password proves it is the user asking."""
+
+    current_password: Annotated[Text, StringConstraints(max_length=MAX_PASSWORD_LENGTH)]
+    new_password: Password
 
 
 class UserPasswordUpdate(CoreModel):
@@ -48,7 +63,17 @@ class UserInDB(IDModelMixin, DateTimeModelMixin, UserBase):
     username: str
     password: str
     salt: str
+    token_version: int = 0
 
 
 class UserPublic(IDModelMixin, DateTimeModelMixin, UserBase):
     access_token: AccessToken | None = None
+
+
+class UsersPage(CoreModel):
+    """One page of the user list, and where it sits in the whole."""
+
+    users: list[UserPublic]
+    total: int
+    limit: int
+    offset: int

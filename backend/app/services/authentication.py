@@ -3,6 +3,7 @@ from datetime import UTC, datetime, timedelta
 import bcrypt
 import jwt
 from passlib.context import CryptContext
+from pydantic import ValidationError
 
 from app.core.config import (
     ACCESS_TOKEN_EXPIRE_MINUTES,
@@ -11,7 +12,7 @@ from app.core.config import (
     JWT_AUDIENCE,
     SECRET_KEY,
 )
-from app.models.token import JWTCreds, JWTMeta, JWTPayload
+from app.models.token import JWT_ISSUER, JWTCreds, JWTMeta, JWTPayload
 from app.models.user import UserInDB, UserPasswordUpdate
 
 # bcrypt reads at most 72 bytes (bcrypt 5 raises past that, older releases cut silently), and the
@@ -19,12 +20,21 @@ from app.models.user import UserInDB, UserPasswordUpdate
 # first, so every byte of any password counts and no length can fail.
 pwd_context = CryptContext(schemes=["bcrypt_sha256"], deprecated="auto", bcrypt_sha256__rounds=BCRYPT_ROUNDS)
 
+# Claims a token must carry to be accepted at all.
+REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+
 
 class AuthException(Exception):
     """Raised by the auth service; routes and dependencies turn it into an HTTP answer."""
 
 
 class AuthService:
+    def __init__(self) -> None:
+        # Verified against when a login names no known user, so that an unknown email costs the
+        # same hashing work as a wrong password and response times do not reveal who has an account.
+        self._dummy_salt = self.generate_salt()
+        self._dummy_hash = self.hash_password(password="no such user", salt=self._dummy_salt)
+
     def create_salt_and_hashed_password(self, *, plaintext_password: str) -> UserPasswordUpdate:
         salt = self.generate_salt()
         hashed_password = self.hash_password(password=plaintext_password, salt=salt)
@@ -40,6 +50,11 @@ class AuthService:
     def verify_password(self, *, password: str, salt: str, hashed_pw: str) -> bool:
         verified: bool = pwd_context.verify(password + salt, hashed_pw)
         return verified
+
+    def verify_nothing(self, *, password: str) -> bool:
+        """Spend the work of one password check and fail: the answer for an unknown user."""
+        self.verify_password(password=password, salt=self._dummy_salt, hashed_pw=self._dummy_hash)
+        return False
 
     def create_access_token_for_user(
         self,
@@ -57,6 +72,28 @@ class AuthService:
             iat=int(now.timestamp()),
             exp=int((now + timedelta(minutes=expires_in)).timestamp()),
         )
-        creds = JWTCreds(sub=user.email, username=user.username)
+        creds = JWTCreds(sub=str(user.id), username=user.username, ver=user.token_version)
         payload = JWTPayload(**meta.model_dump(), **creds.model_dump())
         return jwt.encode(payload.model_dump(), secret_key, algorithm=JWT_ALGORITHM)
+
+    def decode_access_token(self, *, token: str | None, secret_key: str = str(SECRET_KEY)) -> JWTPayload:
+        """The claims of a token this service minted, or AuthException.
+
+        The algorithm is pinned (no `alg: none`, no algorithm chosen by the token), and the
+        signature, expiry, audience and issuer are all checked.
+        """
+        try:
+            claims = jwt.decode(
+                token,  # type: ignore[arg-type]  # None must fail like any other bad token
+                secret_key,
+                algorithms=[JWT_ALGORITHM],
+                audience=JWT_AUDIENCE,
+                issuer=JWT_ISSUER,
+                options={"require": REQUIRED_CLAIMS},
+            )
+            return JWTPayload.model_validate(claims)
+        except (jwt.PyJWTError, ValidationError) as exc:
+            raise AuthException("Could not validate token credentials.") from exc
+
+    def get_username_from_token(self, *, token: str | None, secret_key: str = str(SECRET_KEY)) -> str:
+        return self.decode_access_token(token=token, secret_key=secret_key).username

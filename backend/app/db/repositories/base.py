@@ -4,6 +4,9 @@ from typing import Any
 from databases import Database
 from databases.interfaces import Record
 
+# Ids are PostgreSQL `integer`s: a larger number can name no row (and would make the driver raise).
+MAX_ID = 2**31 - 1
+
 
 class BaseRepository:
     def __init__(self, db: Database) -> None:

@@ -1,15 +1,13 @@
 from app.db.errors import InvalidCleaningTypeError
-from app.db.repositories.base import BaseRepository, as_dict
+from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
 from app.models.cleaning import CleaningCreate, CleaningInDB, CleaningUpdate
+from app.models.user import UserInDB
 
-# Ids are PostgreSQL `integer`s: a larger number can name no row (and would make the driver raise).
-MAX_ID = 2**31 - 1
-
-CLEANING_COLUMNS = "id, name, description, price, cleaning_type, created_at, updated_at"
+CLEANING_COLUMNS = "id, name, description, price, cleaning_type, owner, created_at, updated_at"
 
 CREATE_CLEANING_QUERY = f"""
-    INSERT INTO cleanings (name, description, price, cleaning_type)
-    VALUES (:name, :description, :price, :cleaning_type)
+    INSERT INTO cleanings (name, description, price, cleaning_type, owner)
+    VALUES (:name, :description, :price, :cleaning_type, :owner)
     RETURNING {CLEANING_COLUMNS};
 """
 
@@ -26,9 +24,10 @@ GET_CLEANING_BY_ID_FOR_UPDATE_QUERY = f"""
     FOR UPDATE;
 """
 
-GET_ALL_CLEANINGS_QUERY = f"""
+LIST_ALL_USER_CLEANINGS_QUERY = f"""
     SELECT {CLEANING_COLUMNS}
     FROM cleanings
+    WHERE owner = :owner
     ORDER BY id;
 """
 
@@ -52,8 +51,9 @@ DELETE_CLEANING_BY_ID_QUERY = """
 class CleaningsRepository(BaseRepository):
     """All database actions associated with the Cleaning resource."""
 
-    async def create_cleaning(self, *, new_cleaning: CleaningCreate) -> CleaningInDB:
-        record = await self.db.fetch_one(query=CREATE_CLEANING_QUERY, values=new_cleaning.model_dump())
+    async def create_cleaning(self, *, new_cleaning: CleaningCreate, requesting_user: UserInDB) -> CleaningInDB:
+        values = {**new_cleaning.model_dump(), "owner": requesting_user.id}
+        record = await self.db.fetch_one(query=CREATE_CLEANING_QUERY, values=values)
         assert record is not None  # INSERT ... RETURNING always returns the row
         return CleaningInDB.model_validate(as_dict(record))
 
@@ -63,8 +63,8 @@ class CleaningsRepository(BaseRepository):
         record = await self.db.fetch_one(query=GET_CLEANING_BY_ID_QUERY, values={"id": id})
         return CleaningInDB.model_validate(as_dict(record)) if record else None
 
-    async def get_all_cleanings(self) -> list[CleaningInDB]:
-        records = await self.db.fetch_all(query=GET_ALL_CLEANINGS_QUERY)
+    async def list_all_user_cleanings(self, *, requesting_user: UserInDB) -> list[CleaningInDB]:
+        records = await self.db.fetch_all(query=LIST_ALL_USER_CLEANINGS_QUERY, values={"owner": requesting_user.id})
         return [CleaningInDB.model_validate(as_dict(record)) for record in records]
 
     async def update_cleaning(self, *, id: int, cleaning_update: CleaningUpdate) -> CleaningInDB | None:

@@ -3,11 +3,23 @@ from databases import Database
 from starlette.concurrency import run_in_threadpool
 
 from app.db.errors import EmailAlreadyTakenError, UsernameAlreadyTakenError
-from app.db.repositories.base import BaseRepository, as_dict
-from app.models.user import UserCreate, UserInDB
+from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
+from app.models.user import MAX_PASSWORD_LENGTH, UserCreate, UserInDB, UserPasswordUpdate, UserUpdate
 from app.services import auth_service
 
-USER_COLUMNS = "id, username, email, email_verified, password, salt, is_active, is_superuser, created_at, updated_at"
+# No stored email or username is longer (email-validator caps addresses at 254 characters).
+MAX_LOGIN_LENGTH = 320
+
+USER_COLUMNS = (
+    "id, username, email, email_verified, password, salt, is_active, is_superuser, token_version, "
+    "created_at, updated_at"
+)
+
+GET_USER_BY_ID_QUERY = f"""
+    SELECT {USER_COLUMNS}
+    FROM users
+    WHERE id = :id;
+"""
 
 GET_USER_BY_EMAIL_QUERY = f"""
     SELECT {USER_COLUMNS}
@@ -21,17 +33,79 @@ GET_USER_BY_USERNAME_QUERY = f"""
     WHERE username = :username;
 """
 
+# Login matches emails whatever their case; an exact match wins if two spellings exist.
+GET_USER_FOR_LOGIN_BY_EMAIL_QUERY = f"""
+    SELECT {USER_COLUMNS}
+    FROM users
+    WHERE lower(email) = lower(:email)
+    ORDER BY email = :email DESC, id
+    LIMIT 1;
+"""
+
 REGISTER_NEW_USER_QUERY = f"""
     INSERT INTO users (username, email, password, salt)
     VALUES (:username, :email, :password, :salt)
     RETURNING {USER_COLUMNS};
 """
 
-# The unique indexes of the first migration, and what each one means when an insert hits it.
+# A new email is not verified yet, whatever the old one was.
+UPDATE_USER_QUERY = f"""
+    UPDATE users
+    SET email = CAST(:email AS text),
+        username = CAST(:username AS text),
+        email_verified = email_verified AND email = CAST(:email AS text)
+    WHERE id = :id
+    RETURNING {USER_COLUMNS};
+"""
+
+# Bumping the token version revokes every token minted before the change.
+UPDATE_PASSWORD_QUERY = f"""
+    UPDATE users
+    SET password = :password,
+        salt = :salt,
+        token_version = token_version + 1
+    WHERE id = :id
+    RETURNING {USER_COLUMNS};
+"""
+
+SET_USER_ACTIVE_QUERY = f"""
+    UPDATE users
+    SET is_active = :is_active
+    WHERE id = :id
+    RETURNING {USER_COLUMNS};
+"""
+
+MAKE_SUPERUSER_QUERY = f"""
+    UPDATE users
+    SET is_superuser = true,
+        is_active = true
+    WHERE id = :id
+    RETURNING {USER_COLUMNS};
+"""
+
+LIST_USERS_QUERY = f"""
+    SELECT {USER_COLUMNS}
+    FROM users
+    ORDER BY id
+    LIMIT :limit OFFSET :offset;
+"""
+
+COUNT_USERS_QUERY = """
+    SELECT count(*) FROM users;
+"""
+
+# The unique indexes of the first migration, and what each one means when a write hits it.
 UNIQUE_INDEX_ERRORS: dict[str, type[Exception]] = {
     "ix_users_email": EmailAlreadyTakenError,
     "ix_users_username": UsernameAlreadyTakenError,
 }
+
+
+def _taken_error(exc: asyncpg.UniqueViolationError) -> Exception:
+    error = UNIQUE_INDEX_ERRORS.get(exc.constraint_name or "")
+    if error is None:
+        raise exc
+    return error()
 
 
 class UsersRepository(BaseRepository):
@@ -39,13 +113,27 @@ class UsersRepository(BaseRepository):
         super().__init__(db)
         self.auth_service = auth_service
 
-    async def get_user_by_email(self, *, email: str) -> UserInDB | None:
-        record = await self.db.fetch_one(query=GET_USER_BY_EMAIL_QUERY, values={"email": email})
+    async def _fetch_user(self, query: str, values: dict[str, object]) -> UserInDB | None:
+        record = await self.db.fetch_one(query=query, values=values)
         return UserInDB.model_validate(as_dict(record)) if record else None
 
+    async def _write_user(self, query: str, values: dict[str, object]) -> UserInDB | None:
+        """Run an INSERT or UPDATE of users; a unique index it hits becomes an "already taken" error."""
+        try:
+            return await self._fetch_user(query, values)
+        except asyncpg.UniqueViolationError as exc:
+            raise _taken_error(exc) from exc
+
+    async def get_user_by_id(self, *, id: int) -> UserInDB | None:
+        if not 1 <= id <= MAX_ID:
+            return None
+        return await self._fetch_user(GET_USER_BY_ID_QUERY, {"id": id})
+
+    async def get_user_by_email(self, *, email: str) -> UserInDB | None:
+        return await self._fetch_user(GET_USER_BY_EMAIL_QUERY, {"email": email})
+
     async def get_user_by_username(self, *, username: str) -> UserInDB | None:
-        record = await self.db.fetch_one(query=GET_USER_BY_USERNAME_QUERY, values={"username": username})
-        return UserInDB.model_validate(as_dict(record)) if record else None
+        return await self._fetch_user(GET_USER_BY_USERNAME_QUERY, {"username": username})
 
     async def register_new_user(self, *, new_user: UserCreate) -> UserInDB:
         # Cheap checks first, so that a taken name costs no hashing ...
@@ -57,14 +145,60 @@ class UsersRepository(BaseRepository):
         password_update = await run_in_threadpool(
             self.auth_service.create_salt_and_hashed_password, plaintext_password=new_user.password
         )
+        # ... and the unique indexes settle a race between two registrations of the same name.
         values = {"username": new_user.username, "email": new_user.email, **password_update.model_dump()}
-        try:
-            record = await self.db.fetch_one(query=REGISTER_NEW_USER_QUERY, values=values)
-        except asyncpg.UniqueViolationError as exc:
-            # ... and the unique indexes settle a race between two registrations of the same name.
-            error = UNIQUE_INDEX_ERRORS.get(exc.constraint_name or "")
-            if error is None:
-                raise
-            raise error from exc
-        assert record is not None  # INSERT ... RETURNING always returns the row
-        return UserInDB.model_validate(as_dict(record))
+        created = await self._write_user(REGISTER_NEW_USER_QUERY, values)
+        assert created is not None  # INSERT ... RETURNING always returns the row
+        return created
+
+    async def authenticate_user(self, *, email: str, password: str) -> UserInDB | None:
+        """The user with this email (or username) and password, or None; never says which was wrong."""
+        user = await self._get_user_for_login(login=email)
+        if user is None or len(password) > MAX_PASSWORD_LENGTH:
+            # No stored password is longer (and passlib refuses over 4 kB): fail, at the usual cost.
+            await run_in_threadpool(self.auth_service.verify_nothing, password=password[:MAX_PASSWORD_LENGTH])
+            return None
+        verified = await run_in_threadpool(
+            self.auth_service.verify_password, password=password, salt=user.salt, hashed_pw=user.password
+        )
+        return user if verified else None
+
+    async def _get_user_for_login(self, *, login: str) -> UserInDB | None:
+        # What no stored user can match would only reach the driver to make it raise (NUL bytes).
+        if not login or len(login) > MAX_LOGIN_LENGTH or "\x00" in login:
+            return None
+        if "@" in login:
+            return await self._fetch_user(GET_USER_FOR_LOGIN_BY_EMAIL_QUERY, {"email": login})
+        return await self.get_user_by_username(username=login)
+
+    async def update_user(self, *, user: UserInDB, user_update: UserUpdate) -> UserInDB:
+        changes = user_update.model_dump(exclude_unset=True)
+        email, username = changes.get("email", user.email), changes.get("username", user.username)
+        if email != user.email and await self.get_user_by_email(email=email):
+            raise EmailAlreadyTakenError
+        if username != user.username and await self.get_user_by_username(username=username):
+            raise UsernameAlreadyTakenError
+        updated = await self._write_user(UPDATE_USER_QUERY, {"id": user.id, "email": email, "username": username})
+        assert updated is not None  # the caller's own row
+        return updated
+
+    async def update_password(self, *, user: UserInDB, password_update: UserPasswordUpdate) -> UserInDB:
+        values = {"id": user.id, **password_update.model_dump()}
+        updated = await self._fetch_user(UPDATE_PASSWORD_QUERY, values)
+        assert updated is not None  # the caller's own row
+        return updated
+
+    async def set_user_active(self, *, id: int, is_active: bool) -> UserInDB | None:
+        if not 1 <= id <= MAX_ID:
+            return None
+        return await self._fetch_user(SET_USER_ACTIVE_QUERY, {"id": id, "is_active": is_active})
+
+    async def make_superuser(self, *, id: int) -> UserInDB | None:
+        return await self._fetch_user(MAKE_SUPERUSER_QUERY, {"id": id})
+
+    async def list_users(self, *, limit: int, offset: int) -> tuple[list[UserInDB], int]:
+        """One page of users, oldest first, and how many users there are in all."""
+        async with self.db.transaction(isolation="repeatable_read"):  # one snapshot for page and count
+            records = await self.db.fetch_all(query=LIST_USERS_QUERY, values={"limit": limit, "offset": offset})
+            total = await self.db.fetch_val(query=COUNT_USERS_QUERY)
+        return [UserInDB.model_validate(as_dict(record)) for record in records], int(total)

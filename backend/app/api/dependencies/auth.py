@@ -1,0 +1,64 @@
+"""Who is asking: the bearer token of a request, checked, and the user it names."""
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, status
+from fastapi.security import OAuth2PasswordBearer
+
+from app.api.dependencies.database import get_repository
+from app.core.config import API_PREFIX
+from app.db.repositories.users import UsersRepository
+from app.models.user import UserInDB
+from app.services import auth_service
+from app.services.authentication import AuthException
+
+# tokenUrl is what Swagger UI's Authorize button posts the username and password to.
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl=f"{API_PREFIX}/users/login/token/")
+
+INVALID_TOKEN = "Could not validate token credentials."
+NO_USER = "No authenticated user."
+NOT_ACTIVE = "Not an active user."
+NOT_SUPERUSER = "Superuser privileges are required for this action."
+
+
+def unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail=detail,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+async def get_user_from_token(
+    token: Annotated[str, Depends(oauth2_scheme)],
+    user_repo: Annotated[UsersRepository, Depends(get_repository(UsersRepository))],
+) -> UserInDB:
+    try:
+        claims = auth_service.decode_access_token(token=token)
+    except AuthException as exc:
+        raise unauthorized(INVALID_TOKEN) from exc
+    user = await user_repo.get_user_by_id(id=claims.user_id)
+    if user is None:
+        raise unauthorized(NO_USER)
+    if claims.ver != user.token_version:
+        # Minted before the user's last password change.
+        raise unauthorized(INVALID_TOKEN)
+    return user
+
+
+async def get_current_active_user(user: Annotated[UserInDB, Depends(get_user_from_token)]) -> UserInDB:
+    if not user.is_active:
+        raise unauthorized(NOT_ACTIVE)
+    return user
+
+
+CurrentUser = Annotated[UserInDB, Depends(get_current_active_user)]
+
+
+async def get_current_superuser(user: CurrentUser) -> UserInDB:
+    if not user.is_superuser:
+        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=NOT_SUPERUSER)
+    return user
+
+
+CurrentSuperuser = Annotated[UserInDB, Depends(get_current_superuser)]
