@@ -39,9 +39,9 @@ def libpq_url(url: DatabaseURL) -> str:
     return str(url.replace(dialect="postgresql", driver=""))
 
 
-async def recreate_test_database() -> None:
-    name = TEST_DATABASE_URL.database
-    conn = await asyncpg.connect(libpq_url(TEST_DATABASE_URL.replace(database="postgres")))
+async def recreate_database(url: DatabaseURL) -> None:
+    name = url.database
+    conn = await asyncpg.connect(libpq_url(url.replace(database="postgres")))
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.execute(f'CREATE DATABASE "{name}"')
@@ -49,17 +49,21 @@ async def recreate_test_database() -> None:
         await conn.close()
 
 
-def migrate(url: DatabaseURL, revision: str = "head") -> None:
+def alembic_config_for(url: DatabaseURL) -> AlembicConfig:
     alembic_config = AlembicConfig(str(BACKEND_DIR / "alembic.ini"))
     alembic_config.set_main_option("script_location", str(BACKEND_DIR / "app" / "db" / "migrations"))
     alembic_config.attributes["database_url"] = str(url)
     alembic_config.attributes["configure_logger"] = False
-    command.upgrade(alembic_config, revision)
+    return alembic_config
+
+
+def migrate(url: DatabaseURL, revision: str = "head") -> None:
+    command.upgrade(alembic_config_for(url), revision)
 
 
 @pytest.fixture(scope="session")
 async def apply_migrations() -> None:
-    await recreate_test_database()
+    await recreate_database(TEST_DATABASE_URL)
     migrate(TEST_DATABASE_URL)
 
 

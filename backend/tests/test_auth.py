@@ -297,3 +297,44 @@ class TestUserMe:
         other = await create_user(db, email="other@example.com", username="other", password="other-pass")
         res = await client_for(other).get(app.url_path_for("users:get-current-user"))
         assert res.json()["username"] == "other"
+
+
+class TestNoSecretsInResponses:
+    async def test_no_route_returns_a_password_salt_or_hash(
+        self,
+        app: FastAPI,
+        client: AsyncClient,
+        client_for: Callable[[UserInDB], AsyncClient],
+        db: Database,
+        test_superuser: UserInDB,
+    ) -> None:
+        password = "visible-only-to-me"
+        res = await client.post(
+            app.url_path_for("users:register-new-user"),
+            json={"new_user": {"email": "private@example.com", "username": "private", "password": password}},
+        )
+        responses = [res]
+        user = await UsersRepository(db).get_user_by_email(email="private@example.com")
+        assert user is not None
+        me = client_for(user)
+        admin = client_for(test_superuser)
+        responses += [
+            await login(app, client, username="private@example.com", password=password),
+            await me.get(app.url_path_for("users:get-current-user")),
+            await me.put(app.url_path_for("users:update-current-user"), json={"user_update": {"username": "private2"}}),
+            await admin.get(app.url_path_for("users:list-users")),
+            await admin.post(app.url_path_for("users:deactivate-user", user_id=user.id)),
+            await admin.post(app.url_path_for("users:reactivate-user", user_id=user.id)),
+            await me.put(
+                app.url_path_for("users:change-password"),
+                json={"password_change": {"current_password": password, "new_password": "another-secret"}},
+            ),
+        ]
+        changed = await UsersRepository(db).get_user_by_id(id=user.id)
+        assert changed is not None
+        secrets = [password, "another-secret", user.password, user.salt, changed.password, changed.salt]
+        for res in responses:
+            assert res.status_code < 300, res.text
+            for secret in secrets:
+                assert secret not in res.text
+            assert '"password"' not in res.text and '"salt"' not in res.text

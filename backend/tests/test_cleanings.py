@@ -390,3 +390,36 @@ class TestCleaningOwnership:
     ) -> None:
         await db.execute("DELETE FROM users WHERE id = :id", values={"id": test_user.id})
         assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id) is None
+
+
+class TestCleaningsFromBeforeOwners:
+    """Rows created before the owner revision have no owner (see that migration)."""
+
+    @pytest.fixture
+    async def unowned_cleaning(self, db: Database) -> int:
+        cleaning_id = await db.fetch_val("INSERT INTO cleanings (name, price) VALUES ('legacy', 5) RETURNING id")
+        return int(cleaning_id)
+
+    async def test_anyone_logged_in_can_read_it_but_nobody_lists_it(
+        self, app: FastAPI, authorized_client: AsyncClient, unowned_cleaning: int
+    ) -> None:
+        res = await authorized_client.get(
+            app.url_path_for("cleanings:get-cleaning-by-id", cleaning_id=unowned_cleaning)
+        )
+        assert res.status_code == status.HTTP_200_OK
+        assert res.json()["owner"] is None
+        res = await authorized_client.get(app.url_path_for("cleanings:list-all-user-cleanings"))
+        assert res.json() == []
+
+    async def test_only_superusers_can_change_it(
+        self,
+        app: FastAPI,
+        authorized_client: AsyncClient,
+        client_for: Callable[[UserInDB], AsyncClient],
+        test_superuser: UserInDB,
+        unowned_cleaning: int,
+    ) -> None:
+        path = app.url_path_for("cleanings:update-cleaning-by-id", cleaning_id=unowned_cleaning)
+        body = {"cleaning_update": {"price": 6}}
+        assert (await authorized_client.put(path, json=body)).status_code == status.HTTP_403_FORBIDDEN
+        assert (await client_for(test_superuser).put(path, json=body)).status_code == status.HTTP_200_OK

@@ -72,10 +72,19 @@ class TestLiveServer:
 
     def test_openapi_lists_every_route(self, live_server: str) -> None:
         paths = httpx.get(f"{live_server}/openapi.json").json()["paths"]
-        assert set(paths) == {"/api/cleanings/", "/api/cleanings/{id}/", "/api/users/"}
-        assert set(paths["/api/cleanings/{id}/"]) == {"get", "put", "delete"}
+        assert set(paths) == {
+            "/api/cleanings/",
+            "/api/cleanings/{cleaning_id}/",
+            "/api/users/",
+            "/api/users/login/token/",
+            "/api/users/me/",
+            "/api/users/me/password/",
+            "/api/users/{user_id}/deactivate/",
+            "/api/users/{user_id}/reactivate/",
+        }
+        assert set(paths["/api/cleanings/{cleaning_id}/"]) == {"get", "put", "delete"}
 
-    def test_register_and_create_over_http(self, live_server: str) -> None:
+    def test_register_log_in_and_work_over_http(self, live_server: str) -> None:
         new_user = {"email": "http@example.com", "username": "over_http", "password": "on-the-wire"}
         res = httpx.post(f"{live_server}/api/users/", json={"new_user": new_user})
         assert res.status_code == status.HTTP_201_CREATED
@@ -83,9 +92,19 @@ class TestLiveServer:
         res = httpx.post(f"{live_server}/api/users/", json={"new_user": new_user})
         assert res.status_code == status.HTTP_400_BAD_REQUEST
 
-        res = httpx.post(f"{live_server}/api/cleanings/", json={"new_cleaning": {"name": "porch", "price": 20}})
+        # the OAuth2 password form, as Swagger UI's Authorize button sends it
+        form = {"grant_type": "password", "username": "http@example.com", "password": "on-the-wire", "scope": ""}
+        res = httpx.post(f"{live_server}/api/users/login/token/", data=form)
+        assert res.status_code == status.HTTP_200_OK
+        headers = {"Authorization": f"Bearer {res.json()['access_token']}"}
+
+        res = httpx.get(f"{live_server}/api/users/me/", headers=headers)
+        assert res.json()["username"] == "over_http"
+        res = httpx.post(
+            f"{live_server}/api/cleanings/", json={"new_cleaning": {"name": "porch", "price": 20}}, headers=headers
+        )
         assert res.status_code == status.HTTP_201_CREATED
-        res = httpx.get(f"{live_server}/api/cleanings/{res.json()['id']}/")
+        res = httpx.get(f"{live_server}/api/cleanings/{res.json()['id']}/", headers=headers)
         assert res.json()["name"] == "porch"
 
     @pytest.mark.parametrize(

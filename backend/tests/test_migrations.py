@@ -1,0 +1,52 @@
+"""Alembic owns the schema: every revision applies to a database that already holds data."""
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from alembic import command
+
+from tests.conftest import TEST_DATABASE_URL, alembic_config_for, libpq_url, migrate, recreate_database
+
+MIGRATIONS_DATABASE_URL = TEST_DATABASE_URL.replace(database=f"{TEST_DATABASE_URL.database}_migrations")
+FIRST_REVISION = "2a6f3c1b9d04"
+
+
+@pytest.fixture
+async def scratch_database() -> AsyncIterator[asyncpg.Connection]:
+    await recreate_database(MIGRATIONS_DATABASE_URL)
+    migrate(MIGRATIONS_DATABASE_URL, FIRST_REVISION)
+    conn = await asyncpg.connect(libpq_url(MIGRATIONS_DATABASE_URL))
+    yield conn
+    await conn.close()
+
+
+class TestMigrations:
+    async def test_existing_cleanings_and_users_survive_the_owner_revision(
+        self, scratch_database: asyncpg.Connection
+    ) -> None:
+        conn = scratch_database
+        await conn.execute(
+            "INSERT INTO users (username, email, password, salt) VALUES ('early', 'early@example.com', 'h', 's')"
+        )
+        await conn.execute("INSERT INTO cleanings (name, price) VALUES ('from part 5', 12.5)")
+
+        migrate(MIGRATIONS_DATABASE_URL)
+
+        cleaning = await conn.fetchrow("SELECT name, price, owner FROM cleanings")
+        assert (cleaning["name"], float(cleaning["price"]), cleaning["owner"]) == ("from part 5", 12.5, None)
+        user = await conn.fetchrow("SELECT username, token_version FROM users")
+        assert (user["username"], user["token_version"]) == ("early", 0)
+
+    async def test_every_revision_downgrades_and_upgrades_again(self, scratch_database: asyncpg.Connection) -> None:
+        migrate(MIGRATIONS_DATABASE_URL)
+        command.downgrade(alembic_config_for(MIGRATIONS_DATABASE_URL), "base")
+        tables = await scratch_database.fetchval(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename IN ('users', 'cleanings')"
+        )
+        assert tables == 0
+        migrate(MIGRATIONS_DATABASE_URL)
+        columns = await scratch_database.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'cleanings'"
+        )
+        assert "owner" in {row["column_name"] for row in columns}

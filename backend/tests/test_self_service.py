@@ -1,0 +1,220 @@
+"""What users change about their own accounts: email, username, password."""
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from databases import Database
+from fastapi import FastAPI, status
+from httpx import AsyncClient, Response
+
+from app.api.routes.users import EMAIL_TAKEN, USERNAME_TAKEN
+from app.core.config import SECRET_KEY
+from app.db.repositories.users import UsersRepository
+from app.models.user import UserInDB
+from app.services import auth_service
+from tests.conftest import create_user
+
+
+async def update_me(app: FastAPI, client: AsyncClient, **changes: object) -> Response:
+    return await client.put(app.url_path_for("users:update-current-user"), json={"user_update": changes})
+
+
+async def change_password(app: FastAPI, client: AsyncClient, current: str, new: str) -> Response:
+    return await client.put(
+        app.url_path_for("users:change-password"),
+        json={"password_change": {"current_password": current, "new_password": new}},
+    )
+
+
+async def login(app: FastAPI, client: AsyncClient, username: str, password: str) -> Response:
+    return await client.post(
+        app.url_path_for("users:login-email-and-password"),
+        data={"username": username, "password": password},
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+
+class TestUpdateMe:
+    @pytest.mark.parametrize(
+        "changes",
+        (
+            {"email": "king@james.io"},
+            {"username": "kingjames"},
+            {"email": "king@james.io", "username": "kingjames"},
+            {},
+        ),
+    )
+    async def test_users_can_change_their_email_and_username(
+        self,
+        app: FastAPI,
+        authorized_client: AsyncClient,
+        db: Database,
+        test_user: UserInDB,
+        changes: dict[str, str],
+    ) -> None:
+        res = await update_me(app, authorized_client, **changes)
+        assert res.status_code == status.HTTP_200_OK
+        expected = {"email": test_user.email, "username": test_user.username, **changes}
+        assert {k: res.json()[k] for k in expected} == expected
+        stored = await UsersRepository(db).get_user_by_id(id=test_user.id)
+        assert stored is not None
+        assert (stored.email, stored.username) == (expected["email"], expected["username"])
+        assert (stored.password, stored.salt) == (test_user.password, test_user.salt)
+
+    async def test_tokens_keep_working_after_the_email_and_username_change(
+        self, app: FastAPI, authorized_client: AsyncClient, client: AsyncClient
+    ) -> None:
+        res = await update_me(app, authorized_client, email="king@james.io", username="kingjames")
+        assert res.status_code == status.HTTP_200_OK
+        me = await authorized_client.get(app.url_path_for("users:get-current-user"))
+        assert me.status_code == status.HTTP_200_OK
+        assert me.json()["username"] == "kingjames"
+        # and the new email logs in, with the same password
+        assert (await login(app, client, "king@james.io", "heatcavslakers")).status_code == status.HTTP_200_OK
+        assert (await login(app, client, "lebron@james.io", "heatcavslakers")).status_code == 401
+
+    async def test_a_new_email_is_not_verified(
+        self, app: FastAPI, authorized_client: AsyncClient, db: Database, test_user: UserInDB
+    ) -> None:
+        await db.execute("UPDATE users SET email_verified = true WHERE id = :id", values={"id": test_user.id})
+        res = await update_me(app, authorized_client, username="still_verified")
+        assert res.json()["email_verified"] is True
+        res = await update_me(app, authorized_client, email="new@james.io")
+        assert res.json()["email_verified"] is False
+
+    @pytest.mark.parametrize(
+        "changes, detail",
+        (
+            ({"email": "serena@williams.io"}, EMAIL_TAKEN),
+            ({"username": "serenawilliams"}, USERNAME_TAKEN),
+        ),
+    )
+    async def test_taken_names_are_refused(
+        self,
+        app: FastAPI,
+        authorized_client: AsyncClient,
+        db: Database,
+        test_user: UserInDB,
+        test_user2: UserInDB,
+        changes: dict[str, str],
+        detail: str,
+    ) -> None:
+        res = await update_me(app, authorized_client, **changes)
+        assert res.status_code == status.HTTP_400_BAD_REQUEST
+        assert res.json() == {"detail": detail}
+        assert await UsersRepository(db).get_user_by_id(id=test_user.id) == test_user
+
+    async def test_keeping_ones_own_name_is_not_taken(self, app: FastAPI, authorized_client: AsyncClient) -> None:
+        res = await update_me(app, authorized_client, email="lebron@james.io", username="lebronjames")
+        assert res.status_code == status.HTTP_200_OK
+
+    @pytest.mark.parametrize(
+        "changes",
+        (
+            {"email": "not-an-email"},
+            {"email": None},
+            {"username": "a"},
+            {"username": "spaces are not allowed"},
+            {"username": None},
+        ),
+    )
+    async def test_invalid_changes_are_422(
+        self,
+        app: FastAPI,
+        authorized_client: AsyncClient,
+        db: Database,
+        test_user: UserInDB,
+        changes: dict[str, object],
+    ) -> None:
+        res = await update_me(app, authorized_client, **changes)
+        assert res.status_code == status.HTTP_422_UNPROCESSABLE_CONTENT
+        assert await UsersRepository(db).get_user_by_id(id=test_user.id) == test_user
+
+    async def test_racing_renames_to_one_name_end_in_one_200_and_400s(
+        self, app: FastAPI, client_for: Callable[[UserInDB], AsyncClient], db: Database
+    ) -> None:
+        users = [
+            await create_user(db, email=f"racer{i}@example.com", username=f"racer{i}", password="ready-set-go")
+            for i in range(4)
+        ]
+        responses = await asyncio.gather(*(update_me(app, client_for(user), username="the_one") for user in users))
+        assert sorted(res.status_code for res in responses) == [200, 400, 400, 400]
+        assert {res.json()["detail"] for res in responses if res.status_code == 400} == {USERNAME_TAKEN}
+        assert await db.fetch_val("SELECT count(*) FROM users WHERE username = 'the_one'") == 1
+
+    async def test_anonymous_callers_cannot_update(self, app: FastAPI, client: AsyncClient) -> None:
+        res = await update_me(app, client, username="whoever")
+        assert res.status_code == status.HTTP_401_UNAUTHORIZED
+
+
+class TestChangePassword:
+    async def test_the_password_changes_and_the_answer_carries_a_fresh_token(
+        self, app: FastAPI, authorized_client: AsyncClient, client: AsyncClient, db: Database, test_user: UserInDB
+    ) -> None:
+        res = await change_password(app, authorized_client, "heatcavslakers", "a-brand-new-one")
+        assert res.status_code == status.HTTP_200_OK
+        for secret in ("password", "salt"):
+            assert secret not in res.json()
+        fresh_token = res.json()["access_token"]["access_token"]
+
+        stored = await UsersRepository(db).get_user_by_id(id=test_user.id)
+        assert stored is not None
+        assert stored.salt != test_user.salt
+        assert auth_service.verify_password(password="a-brand-new-one", salt=stored.salt, hashed_pw=stored.password)
+
+        assert (await login(app, client, test_user.email, "heatcavslakers")).status_code == 401
+        assert (await login(app, client, test_user.email, "a-brand-new-one")).status_code == 200
+        me = await client.get(
+            app.url_path_for("users:get-current-user"), headers={"Authorization": f"Bearer {fresh_token}"}
+        )
+        assert me.status_code == status.HTTP_200_OK
+
+    async def test_every_token_issued_before_the_change_is_rejected(
+        self, app: FastAPI, authorized_client: AsyncClient, client: AsyncClient, test_user: UserInDB
+    ) -> None:
+        other_session = (await login(app, client, test_user.email, "heatcavslakers")).json()["access_token"]
+        minted = auth_service.create_access_token_for_user(user=test_user, secret_key=str(SECRET_KEY))
+        res = await change_password(app, authorized_client, "heatcavslakers", "a-brand-new-one")
+        assert res.status_code == status.HTTP_200_OK
+
+        for token in (other_session, minted, authorized_client.headers["Authorization"].split()[1]):
+            me = await client.get(
+                app.url_path_for("users:get-current-user"), headers={"Authorization": f"Bearer {token}"}
+            )
+            assert me.status_code == status.HTTP_401_UNAUTHORIZED
+            assert me.json() == {"detail": "Could not validate token credentials."}
+
+    @pytest.mark.parametrize(
+        "current, new, status_code, detail",
+        (
+            ("wrong-current", "a-brand-new-one", 400, "The current password is incorrect."),
+            ("heatcavslakers", "heatcavslakers", 400, "The new password must be different from the current one."),
+            ("heatcavslakers", "short", 422, None),
+            ("heatcavslakers", "x" * 101, 422, None),
+            ("x" * 101, "a-brand-new-one", 422, None),
+        ),
+    )
+    async def test_bad_changes_are_refused_and_change_nothing(
+        self,
+        app: FastAPI,
+        authorized_client: AsyncClient,
+        db: Database,
+        test_user: UserInDB,
+        current: str,
+        new: str,
+        status_code: int,
+        detail: str | None,
+    ) -> None:
+        res = await change_password(app, authorized_client, current, new)
+        assert res.status_code == status_code
+        if detail:
+            assert res.json() == {"detail": detail}
+        assert await UsersRepository(db).get_user_by_id(id=test_user.id) == test_user
+        # the token still works: nothing was revoked
+        me = await authorized_client.get(app.url_path_for("users:get-current-user"))
+        assert me.status_code == status.HTTP_200_OK
+
+    async def test_anonymous_callers_cannot_change_a_password(self, app: FastAPI, client: AsyncClient) -> None:
+        res = await change_password(app, client, "whatever", "whatever-else")
+        assert res.status_code == status.HTTP_401_UNAUTHORIZED
