@@ -97,7 +97,7 @@ def db(app: FastAPI, client: AsyncClient) -> Database:
 @pytest.fixture(autouse=True)
 async def empty_tables(db: Database) -> None:
     """Every test starts from empty tables, so no test depends on another's rows."""
-    await db.execute("TRUNCATE users, cleanings RESTART IDENTITY CASCADE")
+    await db.execute("TRUNCATE users, cleanings, security_events, rate_limit_hits RESTART IDENTITY CASCADE")
 
 
 def auth_headers(user: UserInDB) -> dict[str, str]:

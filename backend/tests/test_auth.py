@@ -4,6 +4,7 @@ import base64
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
 import jwt
 import pytest
@@ -40,6 +41,7 @@ def claims(**overrides: object) -> dict[str, object]:
         "sub": "1",
         "username": "lebronjames",
         "ver": 0,
+        "jti": uuid4().hex,
     }
     base.update(overrides)
     return {key: value for key, value in base.items() if value is not None}
@@ -167,6 +169,18 @@ class TestForgedTokens:
             app.url_path_for("users:get-current-user"), headers={"Authorization": f"Bearer {token}"}
         )
 
+    async def test_a_clock_a_few_seconds_ahead_is_tolerated(
+        self, app: FastAPI, client: AsyncClient, valid_claims: Callable[..., dict[str, object]]
+    ) -> None:
+        iat = int((datetime.now(UTC) + timedelta(seconds=5)).timestamp())  # within JWT_LEEWAY_SECONDS
+        token = jwt.encode(valid_claims(iat=iat), str(SECRET_KEY), algorithm="HS256")
+        assert (await self.me(app, client, token)).status_code == status.HTTP_200_OK
+
+    def test_every_token_carries_its_own_id(self, test_user: UserInDB) -> None:
+        tokens = [auth_service.create_access_token_for_user(user=test_user) for _ in range(3)]
+        ids = {auth_service.decode_access_token(token=token).jti for token in tokens}
+        assert len(ids) == 3
+
     async def test_a_token_made_here_works(
         self, app: FastAPI, client: AsyncClient, valid_claims: Callable[..., dict[str, object]]
     ) -> None:
@@ -193,6 +207,8 @@ class TestForgedTokens:
             "user id beyond any integer",
             "not a user id",
             "no token version",
+            "no token id",
+            "issued in the future",
             "garbage",
         ),
     )
@@ -225,6 +241,8 @@ class TestForgedTokens:
             "user id beyond any integer": lambda: sign(sub="99999999999999"),
             "not a user id": lambda: sign(sub="lebron@james.io"),
             "no token version": lambda: jwt.encode({k: v for k, v in valid_claims().items() if k != "ver"}, key),
+            "no token id": lambda: jwt.encode({k: v for k, v in valid_claims().items() if k != "jti"}, key),
+            "issued in the future": lambda: sign(iat=int((datetime.now(UTC) + timedelta(minutes=1)).timestamp())),
             "garbage": lambda: "not.a.token",
         }[forgery]()
         res = await self.me(app, client, token)

@@ -81,6 +81,9 @@ class TestLiveServer:
             "/api/users/me/password/",
             "/api/users/{user_id}/deactivate/",
             "/api/users/{user_id}/reactivate/",
+            "/api/security-events/",
+            "/api/health/",
+            "/api/health/ready/",
         }
         assert set(paths["/api/cleanings/{cleaning_id}/"]) == {"get", "put", "delete"}
 

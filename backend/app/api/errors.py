@@ -1,7 +1,15 @@
+"""How failures are answered, and how they are described in the OpenAPI document."""
+
+from typing import Any
+
 from fastapi import Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+
+from app.models.core import CoreModel
+
+DATABASE_UNAVAILABLE = "The database is unavailable right now. Try again shortly."
 
 
 async def request_validation_exception_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -17,3 +25,48 @@ async def request_validation_exception_handler(request: Request, exc: Exception)
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         content=jsonable_encoder({"detail": errors}),
     )
+
+
+async def database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The database is down or restarting: say so (503), and the pool reconnects by itself."""
+    return JSONResponse(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        content={"detail": DATABASE_UNAVAILABLE},
+        headers={"Retry-After": "5"},
+    )
+
+
+class ErrorMessage(CoreModel):
+    detail: str
+
+
+_EXAMPLES: dict[int, tuple[str, str]] = {
+    400: ("The request cannot be carried out as it stands.", "That username is already taken. Please try another one."),
+    401: ("Not logged in, or the token is not valid.", "Could not validate token credentials."),
+    403: ("Logged in, but not allowed to do this.", "Superuser privileges are required for this action."),
+    404: ("No such resource.", "No cleaning found with that id."),
+    413: ("The request body is too large.", "The request body is larger than 1048576 bytes."),
+    429: ("Too many attempts; see the Retry-After header.", "Too many attempts. Try again later."),
+    503: ("The database is unavailable; see the Retry-After header.", DATABASE_UNAVAILABLE),
+}
+
+
+def error_responses(*codes: int, **examples: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these status codes, each with the `{"detail": ...}` body and an example.
+
+    `examples` overrides the example message of a code, by name: `e404="No user found with that id."`.
+    """
+    responses: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        description, example = _EXAMPLES[code]
+        example = examples.get(f"e{code}", example)
+        responses[code] = {
+            "model": ErrorMessage,
+            "description": description,
+            "content": {"application/json": {"example": {"detail": example}}},
+        }
+        if code in (401,):
+            responses[code]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+        if code in (429, 503):
+            responses[code]["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
+    return responses

@@ -1,3 +1,6 @@
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -6,27 +9,53 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api.errors import request_validation_exception_handler
+from app.api.errors import database_unavailable_handler, request_validation_exception_handler
+from app.api.middleware import LimitRequestBodySize, PlainStartupErrors
 from app.api.routes import router as api_router
 from app.core import config
+from app.core.logging import configure_logging
 from app.db import tasks
 from app.db.embedded import release_embedded_database
+from app.db.errors import DATABASE_UNAVAILABLE_ERRORS
+from app.db.repositories.rate_limits import RateLimitsRepository
+
+logger = logging.getLogger(__name__)
+
+# Counted attempts older than every window are of no further use.
+PURGE_EVERY_SECONDS = 600
+
+
+async def purge_rate_limit_hits(app: FastAPI) -> None:
+    older_than = max(config.LOGIN_FAILURE_WINDOW_SECONDS, config.REGISTER_WINDOW_SECONDS)
+    while True:
+        try:
+            await RateLimitsRepository(app.state._db).purge(older_than_seconds=older_than)
+        except Exception as exc:  # housekeeping: never let it take the server down
+            logger.warning("could not purge old rate-limit counts: %s", exc)
+        await asyncio.sleep(PURGE_EVERY_SECONDS)
 
 
 def get_application(*, database_url: DatabaseURL | None = None) -> FastAPI:
     """Build the app; `database_url` defaults to the configured one (tests pass their own)."""
     url = database_url or config.DATABASE_URL
+    configure_logging()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await tasks.connect_to_db(app, url)
+        purger = asyncio.create_task(purge_rate_limit_hits(app))
         try:
             yield
         finally:
-            await tasks.close_db_connection(app)
-            if database_url is None:
-                # The configured database may be the embedded one, held by this process.
-                release_embedded_database()
+            purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purger
+            try:
+                await tasks.close_db_connection(app)
+            finally:
+                if database_url is None:
+                    # The configured database may be the embedded one, held by this process.
+                    release_embedded_database()
 
     app = FastAPI(title=config.PROJECT_NAME, version=config.VERSION, lifespan=lifespan)
     # Tokens travel in the Authorization header, not in cookies, so any origin may call the API.
@@ -36,7 +65,11 @@ def get_application(*, database_url: DatabaseURL | None = None) -> FastAPI:
         allow_methods=["*"],
         allow_headers=["*"],
     )
+    app.add_middleware(LimitRequestBodySize, max_bytes=config.MAX_REQUEST_BODY_BYTES)
+    app.add_middleware(PlainStartupErrors)
     app.add_exception_handler(RequestValidationError, request_validation_exception_handler)
+    for error in DATABASE_UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, database_unavailable_handler)
     app.include_router(api_router, prefix=config.API_PREFIX)
     return app
 

@@ -32,19 +32,24 @@ def _exit(message: str) -> NoReturn:
     raise SystemExit(f"phresh: {message}")
 
 
-def _secret_key() -> Secret:
-    value = config("SECRET_KEY", default=None)
-    how = "generate one with `openssl rand -hex 32` and put it in .env as SECRET_KEY=<key>"
+def _checked_key(name: str, value: str | None) -> Secret:
+    how = f"generate one with `openssl rand -hex 32` and put it in .env as {name}=<key>"
     if not value:
-        _exit(f"SECRET_KEY is not set: {how}")
+        _exit(f"{name} is not set: {how}")
     if value == SECRET_KEY_PLACEHOLDER:
-        _exit(f"SECRET_KEY is still the placeholder from .env.example: {how}")
+        _exit(f"{name} is still the placeholder from .env.example: {how}")
     if len(value.encode()) < SECRET_KEY_MIN_BYTES:
-        _exit(f"SECRET_KEY is shorter than {SECRET_KEY_MIN_BYTES} bytes: {how}")
+        _exit(f"{name} is shorter than {SECRET_KEY_MIN_BYTES} bytes: {how}")
     return Secret(value)
 
 
-SECRET_KEY = _secret_key()
+SECRET_KEY = _checked_key("SECRET_KEY", config("SECRET_KEY", default=None))
+# Keys that signed tokens before a rotation: still accepted when verifying, never used to sign.
+SECRET_KEY_PREVIOUS: tuple[Secret, ...] = tuple(
+    _checked_key("SECRET_KEY_PREVIOUS", key.strip())
+    for key in config("SECRET_KEY_PREVIOUS", default="").split(",")
+    if key.strip()
+)
 
 ACCESS_TOKEN_EXPIRE_MINUTES = config(
     "ACCESS_TOKEN_EXPIRE_MINUTES",
@@ -54,11 +59,30 @@ ACCESS_TOKEN_EXPIRE_MINUTES = config(
 JWT_ALGORITHM = config("JWT_ALGORITHM", cast=str, default="HS256")
 JWT_AUDIENCE = config("JWT_AUDIENCE", cast=str, default="phresh:auth")
 JWT_TOKEN_PREFIX = config("JWT_TOKEN_PREFIX", cast=str, default="Bearer")
+# Clock skew tolerated between hosts, for `exp` and for an `iat` in the future.
+JWT_LEEWAY_SECONDS = config("JWT_LEEWAY_SECONDS", cast=int, default=10)
 
 # log2 of bcrypt's work factor. 12 costs about 0.2 s of CPU per hash; tests use 4.
 BCRYPT_ROUNDS = config("BCRYPT_ROUNDS", cast=int, default=12)
 if not 4 <= BCRYPT_ROUNDS <= 31:
     _exit(f"BCRYPT_ROUNDS must be between 4 and 31, not {BCRYPT_ROUNDS}")
+
+# Brute force: failed logins are counted in PostgreSQL, per account and per client address, in a
+# sliding window; past a limit, login answers 429. Per-address limits sit well above per-account
+# ones, so that an office behind one address is not locked out by a few typos.
+LOGIN_MAX_FAILURES_PER_ACCOUNT = config("LOGIN_MAX_FAILURES_PER_ACCOUNT", cast=int, default=5)
+LOGIN_MAX_FAILURES_PER_ADDRESS = config("LOGIN_MAX_FAILURES_PER_ADDRESS", cast=int, default=50)
+LOGIN_FAILURE_WINDOW_SECONDS = config("LOGIN_FAILURE_WINDOW_SECONDS", cast=int, default=15 * 60)
+REGISTER_MAX_PER_ADDRESS = config("REGISTER_MAX_PER_ADDRESS", cast=int, default=30)
+REGISTER_WINDOW_SECONDS = config("REGISTER_WINDOW_SECONDS", cast=int, default=60 * 60)
+# Behind a reverse proxy, the header that carries the client's address (e.g. X-Forwarded-For; its
+# last entry is used, the one your proxy added). Unset: the address of the connecting peer.
+CLIENT_ADDRESS_HEADER = config("CLIENT_ADDRESS_HEADER", cast=str, default="")
+
+MAX_REQUEST_BODY_BYTES = config("MAX_REQUEST_BODY_BYTES", cast=int, default=1024 * 1024)
+
+# How long start-up keeps retrying an unreachable database before it gives up.
+DB_CONNECT_TIMEOUT_SECONDS = config("DB_CONNECT_TIMEOUT_SECONDS", cast=float, default=30.0)
 
 # Where the private PostgreSQL keeps its data when no database is configured.
 EMBEDDED_DB_DIR = Path(config("EMBEDDED_DB_DIR", default=str(BACKEND_DIR / ".pgdata")))

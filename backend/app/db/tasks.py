@@ -1,15 +1,42 @@
+import asyncio
 import logging
+import time
 
 from databases import Database, DatabaseURL
 from fastapi import FastAPI
 
+from app.core.config import DB_CONNECT_TIMEOUT_SECONDS
+from app.db.errors import DATABASE_UNAVAILABLE_ERRORS, DatabaseUnreachableError
+
 logger = logging.getLogger(__name__)
 
 
-async def connect_to_db(app: FastAPI, database_url: DatabaseURL) -> None:
+async def connect_to_db(
+    app: FastAPI, database_url: DatabaseURL, *, give_up_after: float = DB_CONNECT_TIMEOUT_SECONDS
+) -> None:
+    """Open the pool, retrying with backoff while the database is unreachable (it may be starting).
+
+    Gives up after `give_up_after` seconds, or at once on an error that waiting cannot fix (a wrong
+    password, a missing database), with a DatabaseUnreachableError that says so in one line.
+    """
     database = Database(str(database_url), min_size=2, max_size=10)
-    # A failure propagates: a server that cannot reach its database must not pretend to be up.
-    await database.connect()
+    where = database_url.obscure_password
+    deadline = time.monotonic() + give_up_after
+    delay = 0.25
+    while True:
+        try:
+            await database.connect()
+            break
+        except DATABASE_UNAVAILABLE_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise DatabaseUnreachableError(
+                    f"cannot reach the database at {where} after {give_up_after:g} s: {exc or type(exc).__name__}"
+                ) from exc
+            logger.warning("database at %s unreachable (%s); retrying in %.2g s", where, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        except Exception as exc:
+            raise DatabaseUnreachableError(f"cannot use the database at {where}: {exc}") from exc
     app.state._db = database
 
 

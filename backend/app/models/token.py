@@ -1,5 +1,6 @@
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
+from uuid import uuid4
 
 from pydantic import Field, StringConstraints
 
@@ -21,6 +22,8 @@ class JWTMeta(CoreModel):
     # Computed when a token is minted, not once when the module is imported.
     iat: int = Field(default_factory=_timestamp)
     exp: int = Field(default_factory=lambda: _timestamp(timedelta(minutes=ACCESS_TOKEN_EXPIRE_MINUTES)))
+    # A unique id for every token, for audit trails and any future revocation list.
+    jti: str = Field(default_factory=lambda: uuid4().hex)
 
 
 class JWTCreds(CoreModel):

@@ -10,7 +10,9 @@ from app.core.config import (
     BCRYPT_ROUNDS,
     JWT_ALGORITHM,
     JWT_AUDIENCE,
+    JWT_LEEWAY_SECONDS,
     SECRET_KEY,
+    SECRET_KEY_PREVIOUS,
 )
 from app.models.token import JWT_ISSUER, JWTCreds, JWTMeta, JWTPayload
 from app.models.user import UserInDB, UserPasswordUpdate
@@ -18,10 +20,21 @@ from app.models.user import UserInDB, UserPasswordUpdate
 # bcrypt reads at most 72 bytes (bcrypt 5 raises past that, older releases cut silently), and the
 # tutorial hashes password + a 29-character salt. bcrypt_sha256 runs HMAC-SHA256 over the input
 # first, so every byte of any password counts and no length can fail.
-pwd_context = CryptContext(schemes=["bcrypt_sha256"], deprecated="auto", bcrypt_sha256__rounds=BCRYPT_ROUNDS)
+# Plain bcrypt (the tutorial's scheme) is still verified, and pinning the cost to exactly
+# BCRYPT_ROUNDS marks any other cost as outdated: both are re-hashed at the next successful login.
+pwd_context = CryptContext(
+    schemes=["bcrypt_sha256", "bcrypt"],
+    deprecated=["bcrypt"],
+    bcrypt_sha256__rounds=BCRYPT_ROUNDS,
+    bcrypt_sha256__min_rounds=BCRYPT_ROUNDS,
+    bcrypt_sha256__max_rounds=BCRYPT_ROUNDS,
+)
+
+# Keys from before the last rotation, still accepted when verifying.
+PREVIOUS_KEYS = tuple(map(str, SECRET_KEY_PREVIOUS))
 
 # Claims a token must carry to be accepted at all.
-REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "jti"]
 
 
 class AuthException(Exception):
@@ -34,6 +47,7 @@ class AuthService:
         # same hashing work as a wrong password and response times do not reveal who has an account.
         self._dummy_salt = self.generate_salt()
         self._dummy_hash = self.hash_password(password="no such user", salt=self._dummy_salt)
+        self.dummy_verifications = 0  # how many times that happened: a figure for tests and operators
 
     def create_salt_and_hashed_password(self, *, plaintext_password: str) -> UserPasswordUpdate:
         salt = self.generate_salt()
@@ -48,11 +62,20 @@ class AuthService:
         return hashed
 
     def verify_password(self, *, password: str, salt: str, hashed_pw: str) -> bool:
-        verified: bool = pwd_context.verify(password + salt, hashed_pw)
-        return verified
+        return self.verify_and_update_password(password=password, salt=salt, hashed_pw=hashed_pw)[0]
+
+    def verify_and_update_password(self, *, password: str, salt: str, hashed_pw: str) -> tuple[bool, str | None]:
+        """Whether the password matches, and a new hash to store when the stored one is outdated."""
+        try:
+            verified, new_hash = pwd_context.verify_and_update(password + salt, hashed_pw)
+        except ValueError:
+            # A hash this context cannot read, or plain bcrypt refusing input past 72 bytes.
+            return False, None
+        return bool(verified), new_hash
 
     def verify_nothing(self, *, password: str) -> bool:
         """Spend the work of one password check and fail: the answer for an unknown user."""
+        self.dummy_verifications += 1
         self.verify_password(password=password, salt=self._dummy_salt, hashed_pw=self._dummy_hash)
         return False
 
@@ -76,24 +99,36 @@ class AuthService:
         payload = JWTPayload(**meta.model_dump(), **creds.model_dump())
         return jwt.encode(payload.model_dump(), secret_key, algorithm=JWT_ALGORITHM)
 
-    def decode_access_token(self, *, token: str | None, secret_key: str = str(SECRET_KEY)) -> JWTPayload:
+    def decode_access_token(
+        self,
+        *,
+        token: str | None,
+        secret_key: str = str(SECRET_KEY),
+        previous_keys: tuple[str, ...] = PREVIOUS_KEYS,
+    ) -> JWTPayload:
         """The claims of a token this service minted, or AuthException.
 
         The algorithm is pinned (no `alg: none`, no algorithm chosen by the token), and the
-        signature, expiry, audience and issuer are all checked.
+        signature, expiry, issue time, audience and issuer are all checked. Tokens signed with a
+        previous key (SECRET_KEY_PREVIOUS) stay valid until they expire.
         """
-        try:
-            claims = jwt.decode(
-                token,  # type: ignore[arg-type]  # None must fail like any other bad token
-                secret_key,
-                algorithms=[JWT_ALGORITHM],
-                audience=JWT_AUDIENCE,
-                issuer=JWT_ISSUER,
-                options={"require": REQUIRED_CLAIMS},
-            )
-            return JWTPayload.model_validate(claims)
-        except (jwt.PyJWTError, ValidationError) as exc:
-            raise AuthException("Could not validate token credentials.") from exc
+        for key in (secret_key, *previous_keys):
+            try:
+                claims = jwt.decode(
+                    token,  # type: ignore[arg-type]  # None must fail like any other bad token
+                    key,
+                    algorithms=[JWT_ALGORITHM],
+                    audience=JWT_AUDIENCE,
+                    issuer=JWT_ISSUER,
+                    leeway=JWT_LEEWAY_SECONDS,
+                    options={"require": REQUIRED_CLAIMS},
+                )
+                return JWTPayload.model_validate(claims)
+            except jwt.InvalidSignatureError:
+                continue  # perhaps signed before the last key rotation
+            except (jwt.PyJWTError, ValidationError) as exc:
+                raise AuthException("Could not validate token credentials.") from exc
+        raise AuthException("Could not validate token credentials.")
 
     def get_username_from_token(self, *, token: str | None, secret_key: str = str(SECRET_KEY)) -> str:
         return self.decode_access_token(token=token, secret_key=secret_key).username

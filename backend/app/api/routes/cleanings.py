@@ -3,14 +3,22 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, status
 
 from app.api.dependencies.auth import CurrentUser
-from app.api.dependencies.cleanings import CleaningsRepo, ModifiableCleaning, cleaning_not_found
+from app.api.dependencies.cleanings import NOT_OWNER, CleaningsRepo, ModifiableCleaning, cleaning_not_found
+from app.api.errors import error_responses
 from app.db.errors import InvalidCleaningTypeError
 from app.models.cleaning import CleaningCreate, CleaningPublic, CleaningUpdate
 
 router = APIRouter()
 
+INVALID_CLEANING_TYPE = "Invalid cleaning type. Cannot be None."
 
-@router.get("/", response_model=list[CleaningPublic], name="cleanings:list-all-user-cleanings")
+
+@router.get(
+    "/",
+    response_model=list[CleaningPublic],
+    name="cleanings:list-all-user-cleanings",
+    responses=error_responses(401, 503),
+)
 async def list_all_user_cleanings(current_user: CurrentUser, cleanings_repo: CleaningsRepo) -> list[CleaningPublic]:
     cleanings = await cleanings_repo.list_all_user_cleanings(requesting_user=current_user)
     return [CleaningPublic.model_validate(cleaning.model_dump()) for cleaning in cleanings]
@@ -21,6 +29,7 @@ async def list_all_user_cleanings(current_user: CurrentUser, cleanings_repo: Cle
     response_model=CleaningPublic,
     name="cleanings:create-cleaning",
     status_code=status.HTTP_201_CREATED,
+    responses=error_responses(401, 413, 503),
 )
 async def create_new_cleaning(
     new_cleaning: Annotated[CleaningCreate, Body(embed=True)],
@@ -31,7 +40,12 @@ async def create_new_cleaning(
     return CleaningPublic.model_validate(created.model_dump())
 
 
-@router.get("/{cleaning_id}/", response_model=CleaningPublic, name="cleanings:get-cleaning-by-id")
+@router.get(
+    "/{cleaning_id}/",
+    response_model=CleaningPublic,
+    name="cleanings:get-cleaning-by-id",
+    responses=error_responses(401, 404, 503),
+)
 async def get_cleaning_by_id(
     cleaning_id: int, current_user: CurrentUser, cleanings_repo: CleaningsRepo
 ) -> CleaningPublic:
@@ -42,7 +56,12 @@ async def get_cleaning_by_id(
     return CleaningPublic.model_validate(cleaning.model_dump())
 
 
-@router.put("/{cleaning_id}/", response_model=CleaningPublic, name="cleanings:update-cleaning-by-id")
+@router.put(
+    "/{cleaning_id}/",
+    response_model=CleaningPublic,
+    name="cleanings:update-cleaning-by-id",
+    responses=error_responses(400, 401, 403, 404, 413, 503, e400=INVALID_CLEANING_TYPE, e403=NOT_OWNER),
+)
 async def update_cleaning_by_id(
     cleaning: ModifiableCleaning,
     cleaning_update: Annotated[CleaningUpdate, Body(embed=True)],
@@ -53,14 +72,19 @@ async def update_cleaning_by_id(
     except InvalidCleaningTypeError as exc:
         raise HTTPException(
             status_code=status.HTTP_400_BAD_REQUEST,
-            detail="Invalid cleaning type. Cannot be None.",
+            detail=INVALID_CLEANING_TYPE,
         ) from exc
     if updated is None:  # deleted since it was looked up
         raise cleaning_not_found()
     return CleaningPublic.model_validate(updated.model_dump())
 
 
-@router.delete("/{cleaning_id}/", response_model=int, name="cleanings:delete-cleaning-by-id")
+@router.delete(
+    "/{cleaning_id}/",
+    response_model=int,
+    name="cleanings:delete-cleaning-by-id",
+    responses=error_responses(401, 403, 404, 503, e403=NOT_OWNER),
+)
 async def delete_cleaning_by_id(cleaning: ModifiableCleaning, cleanings_repo: CleaningsRepo) -> int:
     deleted_id = await cleanings_repo.delete_cleaning_by_id(id=cleaning.id)
     if deleted_id is None:  # deleted since it was looked up

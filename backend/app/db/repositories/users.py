@@ -21,25 +21,18 @@ GET_USER_BY_ID_QUERY = f"""
     WHERE id = :id;
 """
 
+# Emails and usernames are unique whatever their case (unique indexes on lower()), and are
+# looked up the same way, through those indexes.
 GET_USER_BY_EMAIL_QUERY = f"""
     SELECT {USER_COLUMNS}
     FROM users
-    WHERE email = :email;
+    WHERE lower(email) = lower(:email);
 """
 
 GET_USER_BY_USERNAME_QUERY = f"""
     SELECT {USER_COLUMNS}
     FROM users
-    WHERE username = :username;
-"""
-
-# Login matches emails whatever their case; an exact match wins if two spellings exist.
-GET_USER_FOR_LOGIN_BY_EMAIL_QUERY = f"""
-    SELECT {USER_COLUMNS}
-    FROM users
-    WHERE lower(email) = lower(:email)
-    ORDER BY email = :email DESC, id
-    LIMIT 1;
+    WHERE lower(username) = lower(:username);
 """
 
 REGISTER_NEW_USER_QUERY = f"""
@@ -56,6 +49,14 @@ UPDATE_USER_QUERY = f"""
         email_verified = email_verified AND email = CAST(:email AS text)
     WHERE id = :id
     RETURNING {USER_COLUMNS};
+"""
+
+# A stronger hash of the same password (a raised cost, a newer scheme): no tokens are revoked, and
+# it applies only if the password did not change in the meantime.
+REHASH_PASSWORD_QUERY = """
+    UPDATE users
+    SET password = :new_hash
+    WHERE id = :id AND password = :old_hash;
 """
 
 # Bumping the token version revokes every token minted before the change.
@@ -153,30 +154,49 @@ class UsersRepository(BaseRepository):
 
     async def authenticate_user(self, *, email: str, password: str) -> UserInDB | None:
         """The user with this email (or username) and password, or None; never says which was wrong."""
-        user = await self._get_user_for_login(login=email)
+        user, verified = await self.check_credentials(login=email, password=password)
+        return user if verified else None
+
+    async def check_credentials(self, *, login: str, password: str) -> tuple[UserInDB | None, bool]:
+        """The user the login names (if any), and whether the password is theirs.
+
+        Costs one password check whatever happens, so that timing does not tell whether the
+        account exists; re-hashes a stored hash made with an outdated cost or scheme.
+        """
+        user = await self.get_user_by_login(login=login)
         if user is None or len(password) > MAX_PASSWORD_LENGTH:
             # No stored password is longer (and passlib refuses over 4 kB): fail, at the usual cost.
             await run_in_threadpool(self.auth_service.verify_nothing, password=password[:MAX_PASSWORD_LENGTH])
-            return None
-        verified = await run_in_threadpool(
-            self.auth_service.verify_password, password=password, salt=user.salt, hashed_pw=user.password
+            return user, False
+        verified, new_hash = await run_in_threadpool(
+            self.auth_service.verify_and_update_password, password=password, salt=user.salt, hashed_pw=user.password
         )
-        return user if verified else None
+        if not verified:
+            return user, False
+        if new_hash is not None:
+            await self.db.execute(
+                query=REHASH_PASSWORD_QUERY, values={"id": user.id, "new_hash": new_hash, "old_hash": user.password}
+            )
+            user = user.model_copy(update={"password": new_hash})
+        return user, True
 
-    async def _get_user_for_login(self, *, login: str) -> UserInDB | None:
+    async def get_user_by_login(self, *, login: str) -> UserInDB | None:
         # What no stored user can match would only reach the driver to make it raise (NUL bytes).
         if not login or len(login) > MAX_LOGIN_LENGTH or "\x00" in login:
             return None
         if "@" in login:
-            return await self._fetch_user(GET_USER_FOR_LOGIN_BY_EMAIL_QUERY, {"email": login})
+            return await self.get_user_by_email(email=login)
         return await self.get_user_by_username(username=login)
 
     async def update_user(self, *, user: UserInDB, user_update: UserUpdate) -> UserInDB:
         changes = user_update.model_dump(exclude_unset=True)
         email, username = changes.get("email", user.email), changes.get("username", user.username)
-        if email != user.email and await self.get_user_by_email(email=email):
+        # Another user holding the name is a conflict; the caller re-casing their own is not.
+        holder = await self.get_user_by_email(email=email)
+        if holder is not None and holder.id != user.id:
             raise EmailAlreadyTakenError
-        if username != user.username and await self.get_user_by_username(username=username):
+        holder = await self.get_user_by_username(username=username)
+        if holder is not None and holder.id != user.id:
             raise UsernameAlreadyTakenError
         updated = await self._write_user(UPDATE_USER_QUERY, {"id": user.id, "email": email, "username": username})
         assert updated is not None  # the caller's own row

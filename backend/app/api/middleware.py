@@ -1,0 +1,90 @@
+"""Plain ASGI middleware: it sees every request before FastAPI does, and the lifespan messages."""
+
+import json
+
+from fastapi import HTTPException, status
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.db.errors import DatabaseUnreachableError
+
+
+class BodyTooLargeError(HTTPException):
+    # An HTTPException, so that FastAPI's body parsing passes it on instead of turning it into a 400.
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(status.HTTP_413_CONTENT_TOO_LARGE, f"The request body is larger than {max_bytes} bytes.")
+
+
+class LimitRequestBodySize:
+    """Refuse a request body over `max_bytes` with 413, before it is read into memory.
+
+    A declared Content-Length is checked up front; a chunked body is counted as it arrives.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self.refuse(send)
+            return
+
+        received = 0
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLargeError(self.max_bytes)
+            return message
+
+        async def watching_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, watching_send)
+        except BodyTooLargeError:
+            if response_started:
+                raise
+            await self.refuse(send)
+
+    async def refuse(self, send: Send) -> None:
+        body = json.dumps({"detail": f"The request body is larger than {self.max_bytes} bytes."}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class PlainStartupErrors:
+    """Turn a start-up failure we can explain (the database is unreachable) into one clear line.
+
+    Starlette reports any start-up exception to the server as a full traceback; for this one the
+    traceback says nothing more than its last line.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def plain_send(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                last_line = message.get("message", "").strip().splitlines()[-1:] or [""]
+                prefix = f"{DatabaseUnreachableError.__module__}.{DatabaseUnreachableError.__qualname__}: "
+                if last_line[0].startswith(prefix):
+                    message = {**message, "message": f"phresh: {last_line[0][len(prefix) :]}"}
+            await send(message)
+
+        await self.app(scope, receive, plain_send)

@@ -1,0 +1,35 @@
+from datetime import datetime
+from enum import StrEnum
+
+from app.models.core import CoreModel
+
+
+class SecurityEventKind(StrEnum):
+    registration = "registration"
+    login_success = "login_success"
+    login_failure = "login_failure"
+    lockout = "lockout"
+    password_change = "password_change"
+    deactivation = "deactivation"
+    reactivation = "reactivation"
+    email_deduplicated = "email_deduplicated"
+
+
+class SecurityEventInDB(CoreModel):
+    id: int
+    created_at: datetime
+    kind: str
+    user_id: int | None
+    client_address: str | None
+    detail: str | None
+
+
+class SecurityEventPublic(SecurityEventInDB):
+    pass
+
+
+class SecurityEventsPage(CoreModel):
+    events: list[SecurityEventPublic]
+    total: int
+    limit: int
+    offset: int
