@@ -4,6 +4,7 @@
     python3 backend/manage.py serve   # install, migrate, serve http://127.0.0.1:8000 (Swagger UI at /docs)
     python3 backend/manage.py test    # install, run the whole test suite (extra arguments go to pytest)
     python3 backend/manage.py lint    # ruff (lint and format) and mypy --strict
+    python3 backend/manage.py fuzz    # schemathesis against the live API, from its OpenAPI document
     python3 backend/manage.py create-superuser --email E --username U   # or promote an existing user
 
 With no DATABASE_URL or POSTGRES_* configured, both use a private PostgreSQL (the `pgserver`
@@ -98,6 +99,11 @@ def create_superuser(args: argparse.Namespace) -> int:
     return subprocess.run([str(python), "-m", "app.cli", "create-superuser", *args.extra], cwd=BACKEND_DIR).returncode
 
 
+def fuzz(args: argparse.Namespace) -> int:
+    python = ensure_virtualenv()
+    return subprocess.run([str(python), "-m", "scripts.fuzz_api", *args.extra], cwd=BACKEND_DIR).returncode
+
+
 def lint(args: argparse.Namespace) -> int:
     python = ensure_virtualenv()
     checks = [
@@ -130,6 +136,11 @@ def main() -> int:
     )
     superuser_parser.set_defaults(handler=create_superuser)
 
+    fuzz_parser = commands.add_parser(
+        "fuzz", help="schemathesis against the live API, every check (--examples N, --seed S)", add_help=False
+    )
+    fuzz_parser.set_defaults(handler=fuzz)
+
     lint_parser = commands.add_parser("lint", help="ruff (lint and format) and mypy (strict) over the code")
     lint_parser.set_defaults(handler=lint)
 
@@ -137,7 +148,7 @@ def main() -> int:
     test_parser.set_defaults(handler=test)
 
     args, extra = parser.parse_known_args()
-    if extra and args.handler not in (test, create_superuser):
+    if extra and args.handler not in (test, create_superuser, fuzz):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = args.extra = extra
     try:

@@ -14,51 +14,21 @@ from collections.abc import AsyncIterator, Callable
 os.environ["SECRET_KEY"] = secrets.token_hex(32)
 os.environ["BCRYPT_ROUNDS"] = "4"
 
-import asyncpg
 import pytest
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from asgi_lifespan import LifespanManager
 from databases import Database, DatabaseURL
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
-from app.core.config import BACKEND_DIR, DATABASE_URL, JWT_TOKEN_PREFIX, SECRET_KEY
+from app.core.config import DATABASE_URL, JWT_TOKEN_PREFIX, SECRET_KEY
+from app.db.admin import migrate, recreate_database, sibling_database
 from app.db.repositories.cleanings import CleaningsRepository
 from app.db.repositories.users import UsersRepository
 from app.models.cleaning import CleaningCreate, CleaningInDB
 from app.models.user import UserCreate, UserInDB
 from app.services import auth_service
 
-# Replace the path, never append to the string: the URL may end in a query (?host=/socket/dir).
-TEST_DATABASE_URL: DatabaseURL = DATABASE_URL.replace(database=f"{DATABASE_URL.database}_test")
-
-
-def libpq_url(url: DatabaseURL) -> str:
-    """The URL without a `+driver` suffix, for drivers that speak libpq URLs (asyncpg, psycopg)."""
-    return str(url.replace(dialect="postgresql", driver=""))
-
-
-async def recreate_database(url: DatabaseURL) -> None:
-    name = url.database
-    conn = await asyncpg.connect(libpq_url(url.replace(database="postgres")))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
-def alembic_config_for(url: DatabaseURL) -> AlembicConfig:
-    alembic_config = AlembicConfig(str(BACKEND_DIR / "alembic.ini"))
-    alembic_config.set_main_option("script_location", str(BACKEND_DIR / "app" / "db" / "migrations"))
-    alembic_config.attributes["database_url"] = str(url)
-    alembic_config.attributes["configure_logger"] = False
-    return alembic_config
-
-
-def migrate(url: DatabaseURL, revision: str = "head") -> None:
-    command.upgrade(alembic_config_for(url), revision)
+TEST_DATABASE_URL: DatabaseURL = sibling_database(DATABASE_URL, "test")
 
 
 @pytest.fixture(scope="session")

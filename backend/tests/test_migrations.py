@@ -6,9 +6,10 @@ import asyncpg
 import pytest
 from alembic import command
 
-from tests.conftest import TEST_DATABASE_URL, alembic_config_for, libpq_url, migrate, recreate_database
+from app.db.admin import alembic_config_for, libpq_url, migrate, recreate_database, sibling_database
+from tests.conftest import TEST_DATABASE_URL
 
-MIGRATIONS_DATABASE_URL = TEST_DATABASE_URL.replace(database=f"{TEST_DATABASE_URL.database}_migrations")
+MIGRATIONS_DATABASE_URL = sibling_database(TEST_DATABASE_URL, "migrations")
 FIRST_REVISION = "2a6f3c1b9d04"
 
 

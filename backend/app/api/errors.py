@@ -6,6 +6,7 @@ from fastapi import Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.routing import Match, Route
 
 from app.models.core import CoreModel
 
@@ -27,6 +28,24 @@ async def request_validation_exception_handler(request: Request, exc: Exception)
     )
 
 
+async def method_not_allowed_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A 405 whose Allow header lists every method of the path.
+
+    Starlette answers from the first route that matches the path, so where GET and POST of one
+    path are two routes, its Allow header names only one of them.
+    """
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE and isinstance(route, Route) and route.methods:
+            allowed |= route.methods
+    return JSONResponse(
+        status_code=status.HTTP_405_METHOD_NOT_ALLOWED,
+        content={"detail": "Method Not Allowed"},
+        headers={"Allow": ", ".join(sorted(allowed))},
+    )
+
+
 async def database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
     """The database is down or restarting: say so (503), and the pool reconnects by itself."""
     return JSONResponse(
@@ -41,7 +60,10 @@ class ErrorMessage(CoreModel):
 
 
 _EXAMPLES: dict[int, tuple[str, str]] = {
-    400: ("The request cannot be carried out as it stands.", "That username is already taken. Please try another one."),
+    400: (
+        "The request cannot be carried out as it stands, or its body is not parseable.",
+        "There was an error parsing the body",
+    ),
     401: ("Not logged in, or the token is not valid.", "Could not validate token credentials."),
     403: ("Logged in, but not allowed to do this.", "Superuser privileges are required for this action."),
     404: ("No such resource.", "No cleaning found with that id."),

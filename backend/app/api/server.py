@@ -9,7 +9,11 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api.errors import database_unavailable_handler, request_validation_exception_handler
+from app.api.errors import (
+    database_unavailable_handler,
+    method_not_allowed_handler,
+    request_validation_exception_handler,
+)
 from app.api.middleware import LimitRequestBodySize, PlainStartupErrors
 from app.api.routes import router as api_router
 from app.core import config
@@ -68,6 +72,7 @@ def get_application(*, database_url: DatabaseURL | None = None) -> FastAPI:
     app.add_middleware(LimitRequestBodySize, max_bytes=config.MAX_REQUEST_BODY_BYTES)
     app.add_middleware(PlainStartupErrors)
     app.add_exception_handler(RequestValidationError, request_validation_exception_handler)
+    app.add_exception_handler(405, method_not_allowed_handler)
     for error in DATABASE_UNAVAILABLE_ERRORS:
         app.add_exception_handler(error, database_unavailable_handler)
     app.include_router(api_router, prefix=config.API_PREFIX)

@@ -1,12 +1,14 @@
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, Strict, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from app.models.core import CoreModel, DateTimeModelMixin, IDModelMixin, Text
 
 # The column is numeric(10, 2): anything that rounds past 99,999,999.99 would overflow it.
-Price = Annotated[float, Field(ge=0, le=99_999_999.99, allow_inf_nan=False)]
+# Strict: a number, not `true` or "12" (integers are numbers too).
+Price = Annotated[float, Strict(), Field(ge=0, le=99_999_999.99, allow_inf_nan=False)]
 # Names are indexed, and a b-tree entry must stay well under PostgreSQL's ~2.7 kB limit.
 CleaningName = Annotated[Text, Field(min_length=1, max_length=200)]
 
@@ -29,9 +31,13 @@ class CleaningBase(CoreModel):
 class CleaningCreate(CleaningBase):
     name: CleaningName
     price: Price
+    cleaning_type: CleaningType = CleaningType.spot_clean
 
 
 class CleaningUpdate(CleaningBase):
+    # Name and price may be left out, not set to null (the schema says so: no null in it).
+    name: CleaningName | SkipJsonSchema[None] = None
+    price: Price | SkipJsonSchema[None] = None
     cleaning_type: CleaningType | None = None
 
     @field_validator("name", "price")

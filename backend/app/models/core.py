@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator, BaseModel, Field
 
 
 def _storable_text(value: str) -> str:
@@ -16,7 +16,8 @@ def _storable_text(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(_storable_text)]
+# The OpenAPI document says so too, so that clients (and fuzzers) know NUL is not text here.
+Text = Annotated[str, AfterValidator(_storable_text), Field(json_schema_extra={"pattern": "^[^\\x00]*$"})]
 """A string PostgreSQL can store: use it for every free-text field of a request body."""
 
 

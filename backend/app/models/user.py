@@ -1,6 +1,7 @@
 from typing import Annotated
 
 from pydantic import EmailStr, StringConstraints, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from app.models.core import CoreModel, DateTimeModelMixin, IDModelMixin, Text
 from app.models.token import AccessToken
@@ -33,8 +34,9 @@ class UserCreate(CoreModel):
 class UserUpdate(CoreModel):
     """Users may change their email and username; a field left out keeps its value."""
 
-    email: EmailStr | None = None
-    username: Username | None = None
+    # Either may be left out, not set to null (the schema says so: no null in it).
+    email: EmailStr | SkipJsonSchema[None] = None
+    username: Username | SkipJsonSchema[None] = None
 
     @field_validator("email", "username")
     @classmethod

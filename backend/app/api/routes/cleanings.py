@@ -29,7 +29,7 @@ async def list_all_user_cleanings(current_user: CurrentUser, cleanings_repo: Cle
     response_model=CleaningPublic,
     name="cleanings:create-cleaning",
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(401, 413, 503),
+    responses=error_responses(400, 401, 413, 503),
 )
 async def create_new_cleaning(
     new_cleaning: Annotated[CleaningCreate, Body(embed=True)],

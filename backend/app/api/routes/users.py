@@ -88,7 +88,7 @@ async def register_new_user(
     "/login/token/",
     response_model=AccessToken,
     name="users:login-email-and-password",
-    responses=error_responses(401, 413, 429, 503, e401=LOGIN_FAILED),
+    responses=error_responses(400, 401, 413, 429, 503, e401=LOGIN_FAILED),
 )
 async def user_login_with_email_and_password(
     user_repo: UsersRepo,
