@@ -68,7 +68,7 @@ def main() -> int:
     database_url = sibling_database(DATABASE_URL, "fuzz")
     prepare_database(database_url)
     env = {**os.environ, **SERVER_ENV, "SECRET_KEY": str(SECRET_KEY), "PHRESH_ENV_FILE": os.devnull}
-    with live_server(database_url, env=SERVER_ENV, log=subprocess.DEVNULL) as base_url:
+    with live_server(database_url, env=SERVER_ENV) as base_url:
         token = superuser_token(base_url, str(database_url), env)
         command = [
             sys.executable, "-m", "schemathesis.cli", "run", f"{base_url}/openapi.json",

@@ -18,7 +18,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from databases import Database, DatabaseURL
 from fastapi import FastAPI
-from httpx import ASGITransport, AsyncClient
+from httpx import ASGITransport, AsyncClient, Response
 
 from app.core.config import DATABASE_URL, JWT_TOKEN_PREFIX, SECRET_KEY
 from app.db.admin import migrate, recreate_database, sibling_database
@@ -92,6 +92,33 @@ async def client_for(app: FastAPI, client: AsyncClient) -> AsyncIterator[Callabl
     yield make
     for authorized in clients:
         await authorized.aclose()
+
+
+@pytest.fixture
+async def client_from(app: FastAPI, client: AsyncClient) -> AsyncIterator[Callable[[str], AsyncClient]]:
+    """Make anonymous clients that connect from a given address (for per-address limits)."""
+    clients: list[AsyncClient] = []
+
+    def make(address: str) -> AsyncClient:
+        transport = ASGITransport(app=app, client=(address, 40000))
+        remote = AsyncClient(
+            transport=transport, base_url="http://testserver", headers={"Content-Type": "application/json"}
+        )
+        clients.append(remote)
+        return remote
+
+    yield make
+    for remote in clients:
+        await remote.aclose()
+
+
+async def log_in(app: FastAPI, client: AsyncClient, username: str, password: str) -> Response:
+    """POST the OAuth2 password form, as Swagger UI's Authorize button does."""
+    return await client.post(
+        app.url_path_for("users:login-email-and-password"),
+        data={"username": username, "password": password},
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from tests.conftest import TEST_DATABASE_URL
 
 MIGRATIONS_DATABASE_URL = sibling_database(TEST_DATABASE_URL, "migrations")
 FIRST_REVISION = "2a6f3c1b9d04"
+OWNERS_REVISION = "7c41e0d2a9b5"
 
 
 @pytest.fixture
@@ -51,3 +52,24 @@ class TestMigrations:
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'cleanings'"
         )
         assert "owner" in {row["column_name"] for row in columns}
+
+    async def test_names_that_differ_only_in_case_are_kept_and_renamed_apart(
+        self, scratch_database: asyncpg.Connection
+    ) -> None:
+        conn = scratch_database
+        migrate(MIGRATIONS_DATABASE_URL, OWNERS_REVISION)
+        for username, email in (("Bob", "bob@example.com"), ("bob", "BOB@example.com"), ("alice", "alice@example.com")):
+            await conn.execute(
+                "INSERT INTO users (username, email, password, salt) VALUES ($1, $2, 'h', 's')", username, email
+            )
+
+        migrate(MIGRATIONS_DATABASE_URL)
+
+        users = [tuple(row) for row in await conn.fetch("SELECT id, username, email FROM users ORDER BY id")]
+        assert users == [
+            (1, "Bob", "bob@example.com"),  # the oldest keeps its names
+            (2, "bob_2", "duplicate-2@phresh.invalid"),  # the later one is renamed, not deleted
+            (3, "alice", "alice@example.com"),
+        ]
+        event = await conn.fetchrow("SELECT kind, user_id, detail FROM security_events")
+        assert tuple(event) == ("email_deduplicated", 2, "email was BOB@example.com")

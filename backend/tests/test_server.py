@@ -18,6 +18,8 @@ import pytest
 from fastapi import status
 
 from app.core.config import BACKEND_DIR, SECRET_KEY_PLACEHOLDER
+from scripts.live_server import free_port
+from scripts.live_server import live_server as run_live_server
 from tests.conftest import TEST_DATABASE_URL
 
 
@@ -26,42 +28,11 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live_server() -> Iterator[str]:
     """uvicorn serving app.api.server:app on the test database, as `manage.py serve` runs it."""
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": str(TEST_DATABASE_URL), "PHRESH_ENV_FILE": os.devnull}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.api.server:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=BACKEND_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base_url}/openapi.json", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    assert process.stderr is not None
-                    pytest.fail(f"the server did not start: {process.stderr.read().decode()}")
-                time.sleep(0.1)
+    with run_live_server(TEST_DATABASE_URL) as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        assert process.stderr is not None
-        process.stderr.close()
 
 
 class TestLiveServer:

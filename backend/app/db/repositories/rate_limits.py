@@ -7,18 +7,21 @@ from app.db.repositories.base import BaseRepository, as_dict
 RECORD_HITS_QUERY = """
     INSERT INTO rate_limit_hits (bucket, key)
     SELECT unnest(CAST(:buckets AS text[])), unnest(CAST(:keys AS text[]))
-    RETURNING id;
+    RETURNING id, bucket;
 """
 
-# For each (bucket, key): the hits inside the window, and the seconds until the oldest leaves it.
+# For each new hit: its place among the hits of its (bucket, key) inside the window (counting
+# only those recorded before it, so a burst admits its first few, not none), and the seconds
+# until the oldest of them leaves the window.
 COUNT_HITS_QUERY = """
     SELECT wanted.bucket,
            count(hits.id) AS hits,
            ceil(extract(epoch FROM min(hits.created_at) + make_interval(secs => :window) - now())) AS retry_after
-    FROM unnest(CAST(:buckets AS text[]), CAST(:keys AS text[])) AS wanted (bucket, key)
+    FROM unnest(CAST(:buckets AS text[]), CAST(:keys AS text[]), CAST(:ids AS bigint[])) AS wanted (bucket, key, id)
     LEFT JOIN rate_limit_hits AS hits
         ON hits.bucket = wanted.bucket
        AND hits.key = wanted.key
+       AND hits.id <= wanted.id
        AND hits.created_at > now() - make_interval(secs => :window)
     GROUP BY wanted.bucket;
 """
@@ -46,20 +49,22 @@ class Hit:
 
 class RateLimitsRepository(BaseRepository):
     async def record_hit(self, *, keys: dict[str, str], window_seconds: int) -> Hit:
-        """Count one attempt in each bucket, and return every bucket's count including it.
+        """Count one attempt in each bucket, and return each bucket's count up to and including it.
 
-        Recording before counting keeps the limit exact under concurrency: of N parallel attempts,
-        each sees every attempt committed before its count.
+        Recording before counting keeps the limit under concurrency: of N parallel attempts, each
+        counts the ones recorded before it, so no more than the limit are let through.
         """
         buckets, values = list(keys), list(keys.values())
-        inserted = await self.db.fetch_all(RECORD_HITS_QUERY, {"buckets": buckets, "keys": values})
-        rows = await self.db.fetch_all(
-            COUNT_HITS_QUERY, {"buckets": buckets, "keys": values, "window": float(window_seconds)}
-        )
+        inserted = {
+            row["bucket"]: int(row["id"])
+            for row in map(as_dict, await self.db.fetch_all(RECORD_HITS_QUERY, {"buckets": buckets, "keys": values}))
+        }
+        ids = [inserted[bucket] for bucket in buckets]
+        values_with_ids = {"buckets": buckets, "keys": values, "ids": ids, "window": float(window_seconds)}
         counts = {}
-        for row in map(as_dict, rows):
+        for row in map(as_dict, await self.db.fetch_all(COUNT_HITS_QUERY, values_with_ids)):
             counts[row["bucket"]] = (int(row["hits"]), max(1, int(row["retry_after"] or 1)))
-        return Hit(ids=[int(as_dict(row)["id"]) for row in inserted], counts=counts)
+        return Hit(ids=ids, counts=counts)
 
     async def forget_hit(self, *, hit: Hit) -> None:
         """Take an attempt back out of its buckets: it was refused, or it succeeded."""
