@@ -17,6 +17,7 @@ from httpx import AsyncClient
 
 from app.core.config import BACKEND_DIR
 from app.db.admin import libpq_url, migrate, recreate_database
+from app.db.embedded import get_pgserver
 from app.models.user import UserInDB
 from app.services import auth_service
 from scripts.live_server import ServerProcess, free_port
@@ -54,10 +55,8 @@ class PrivatePostgres:
 
 @pytest.fixture(scope="module")
 def private_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePostgres]:
-    from pgserver.postgres_server import get_server
-
     data_dir = tmp_path_factory.mktemp("outage") / "pgdata"
-    server = get_server(data_dir, cleanup_mode="stop")
+    server = get_pgserver(data_dir)
     url = DatabaseURL(server.get_uri("phresh").replace("postgres:@", "postgres@", 1))
     asyncio.run(recreate_database(url))
     migrate(url)

@@ -16,16 +16,21 @@ from psycopg import sql
 _server: Any = None  # this process's handle on the server, when it started or joined one
 
 
-def start_embedded_database(*, data_dir: Path, database: str) -> str:
-    """Start (or attach to) the server in `data_dir`, create `database` if needed, return its URL."""
-    global _server
+def get_pgserver(data_dir: Path, *, cleanup_mode: str | None = "stop") -> Any:
+    """pgserver's handle on the server in `data_dir`, started if need be."""
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset and falls back to /tmp; that is fine here.
         warnings.simplefilter("ignore")
         from pgserver.postgres_server import get_server
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    _server = get_server(data_dir)
+    return get_server(data_dir, cleanup_mode=cleanup_mode)
+
+
+def start_embedded_database(*, data_dir: Path, database: str) -> str:
+    """Start (or attach to) the server in `data_dir`, create `database` if needed, return its URL."""
+    global _server
+    _server = get_pgserver(data_dir)
     _forget_dead_handles(_server)
     with psycopg.connect(_server.get_uri("postgres"), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
