@@ -14,6 +14,10 @@ import secrets
 import subprocess
 import sys
 
+# A scratch server signs with a key of its own: a fresh checkout has no .env, and a developer's
+# key has no business here. Set before anything from `app` reads the settings.
+os.environ["SECRET_KEY"] = secrets.token_hex(32)
+
 import httpx
 
 from app.core.config import BACKEND_DIR, DATABASE_URL, SECRET_KEY
