@@ -5,6 +5,7 @@
     python3 backend/manage.py test    # install, run the whole test suite (extra arguments go to pytest)
     python3 backend/manage.py lint    # ruff (lint and format) and mypy --strict
     python3 backend/manage.py fuzz    # schemathesis against the live API, from its OpenAPI document
+    python3 backend/manage.py bench   # the benchmark (needs Debian's wrk)
     python3 backend/manage.py create-superuser --email E --username U   # or promote an existing user
 
 With no DATABASE_URL or POSTGRES_* configured, both use a private PostgreSQL (the `pgserver`
@@ -104,6 +105,11 @@ def fuzz(args: argparse.Namespace) -> int:
     return subprocess.run([str(python), "-m", "scripts.fuzz_api", *args.extra], cwd=BACKEND_DIR).returncode
 
 
+def bench(args: argparse.Namespace) -> int:
+    python = ensure_virtualenv()
+    return subprocess.run([str(python), "-m", "benchmarks.run", *args.extra], cwd=BACKEND_DIR).returncode
+
+
 def lint(args: argparse.Namespace) -> int:
     python = ensure_virtualenv()
     checks = [
@@ -141,6 +147,11 @@ def main() -> int:
     )
     fuzz_parser.set_defaults(handler=fuzz)
 
+    bench_parser = commands.add_parser(
+        "bench", help="the benchmark: throughput and latency against in-run anchors (needs wrk)", add_help=False
+    )
+    bench_parser.set_defaults(handler=bench)
+
     lint_parser = commands.add_parser("lint", help="ruff (lint and format) and mypy (strict) over the code")
     lint_parser.set_defaults(handler=lint)
 
@@ -148,7 +159,7 @@ def main() -> int:
     test_parser.set_defaults(handler=test)
 
     args, extra = parser.parse_known_args()
-    if extra and args.handler not in (test, create_superuser, fuzz):
+    if extra and args.handler not in (test, create_superuser, fuzz, bench):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = args.extra = extra
     try:

@@ -40,6 +40,7 @@ class ServerProcess:
         workers: int = 1,
         env: dict[str, str] | None = None,
         output: int | IO[bytes] | None = subprocess.DEVNULL,
+        module: str = "app.api.server:app",
     ) -> None:
         # The server gets this process's settings (from the environment or .env), then `env`.
         self.env = {
@@ -50,13 +51,14 @@ class ServerProcess:
             **(env or {}),
         }
         self.workers = workers
+        self.module = module
         self.output = output
         self.process: subprocess.Popen[bytes] | None = None
         self.base_url = ""
 
     def start(self, *, wait_until_ready: bool = True, timeout: float = 60) -> str:
         port = free_port()
-        command = [sys.executable, "-m", "uvicorn", "app.api.server:app", "--host", "127.0.0.1", "--port", str(port)]
+        command = [sys.executable, "-m", "uvicorn", self.module, "--host", "127.0.0.1", "--port", str(port)]
         command += ["--no-access-log", "--workers", str(self.workers)]
         self.process = subprocess.Popen(command, cwd=BACKEND_DIR, env=self.env, stdout=self.output, stderr=self.output)
         self.base_url = f"http://127.0.0.1:{port}"

@@ -11,6 +11,7 @@ from starlette.routing import Match, Route
 from app.models.core import CoreModel
 
 DATABASE_UNAVAILABLE = "The database is unavailable right now. Try again shortly."
+HASHING_BUSY = "The server is busy checking passwords. Try again in a moment."
 
 
 async def request_validation_exception_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -55,6 +56,15 @@ async def database_unavailable_handler(request: Request, exc: Exception) -> JSON
     )
 
 
+async def hashing_busy_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Every hashing thread is busy and the queue is full: come back in a moment (503)."""
+    return JSONResponse(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        content={"detail": HASHING_BUSY},
+        headers={"Retry-After": "1"},
+    )
+
+
 class ErrorMessage(CoreModel):
     detail: str
 
@@ -69,7 +79,7 @@ _EXAMPLES: dict[int, tuple[str, str]] = {
     404: ("No such resource.", "No cleaning found with that id."),
     413: ("The request body is too large.", "The request body is larger than 1048576 bytes."),
     429: ("Too many attempts; see the Retry-After header.", "Too many attempts. Try again later."),
-    503: ("The database is unavailable; see the Retry-After header.", DATABASE_UNAVAILABLE),
+    503: ("The database is unavailable, or password hashing is saturated; see Retry-After.", DATABASE_UNAVAILABLE),
 }
 
 

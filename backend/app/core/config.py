@@ -81,6 +81,18 @@ CLIENT_ADDRESS_HEADER = config("CLIENT_ADDRESS_HEADER", cast=str, default="")
 
 MAX_REQUEST_BODY_BYTES = config("MAX_REQUEST_BODY_BYTES", cast=int, default=1024 * 1024)
 
+# Password hashing runs in a pool of threads (bcrypt releases the GIL), off the event loop. At most
+# HASH_QUEUE_SIZE more jobs wait for a thread; past that, register/login/password change answer
+# 503 at once instead of queueing without limit.
+HASH_POOL_SIZE = config("HASH_POOL_SIZE", cast=int, default=os.cpu_count() or 1)
+HASH_QUEUE_SIZE = config("HASH_QUEUE_SIZE", cast=int, default=4 * HASH_POOL_SIZE)
+
+# Connections each worker process keeps to PostgreSQL. Size workers x DB_POOL_MAX_SIZE below the
+# server's max_connections. Behind PgBouncer in transaction mode, set DB_STATEMENT_CACHE_SIZE=0.
+DB_POOL_MIN_SIZE = config("DB_POOL_MIN_SIZE", cast=int, default=2)
+DB_POOL_MAX_SIZE = config("DB_POOL_MAX_SIZE", cast=int, default=10)
+DB_STATEMENT_CACHE_SIZE = config("DB_STATEMENT_CACHE_SIZE", cast=int, default=100)
+
 # How long start-up keeps retrying an unreachable database before it gives up.
 DB_CONNECT_TIMEOUT_SECONDS = config("DB_CONNECT_TIMEOUT_SECONDS", cast=float, default=30.0)
 

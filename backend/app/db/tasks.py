@@ -5,7 +5,12 @@ import time
 from databases import Database, DatabaseURL
 from fastapi import FastAPI
 
-from app.core.config import DB_CONNECT_TIMEOUT_SECONDS
+from app.core.config import (
+    DB_CONNECT_TIMEOUT_SECONDS,
+    DB_POOL_MAX_SIZE,
+    DB_POOL_MIN_SIZE,
+    DB_STATEMENT_CACHE_SIZE,
+)
 from app.db.errors import DATABASE_UNAVAILABLE_ERRORS, DatabaseUnreachableError
 
 logger = logging.getLogger(__name__)
@@ -19,7 +24,12 @@ async def connect_to_db(
     Gives up after `give_up_after` seconds, or at once on an error that waiting cannot fix (a wrong
     password, a missing database), with a DatabaseUnreachableError that says so in one line.
     """
-    database = Database(str(database_url), min_size=2, max_size=10)
+    database = Database(
+        str(database_url),
+        min_size=DB_POOL_MIN_SIZE,
+        max_size=DB_POOL_MAX_SIZE,
+        statement_cache_size=DB_STATEMENT_CACHE_SIZE,
+    )
     where = database_url.obscure_password
     deadline = time.monotonic() + give_up_after
     delay = 0.25

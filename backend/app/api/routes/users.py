@@ -1,7 +1,6 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Form, HTTPException, Path, Query, status
-from starlette.concurrency import run_in_threadpool
 
 from app.api.dependencies.auth import NOT_ACTIVE, CurrentSuperuser, CurrentUser, unauthorized
 from app.api.dependencies.client import ClientAddress
@@ -29,7 +28,8 @@ from app.models.user import (
     UsersPage,
     UserUpdate,
 )
-from app.services import auth_service
+from app.services import auth_service, hashing_pool
+from app.services.hashing import HashingBusyError
 
 router = APIRouter()
 
@@ -75,11 +75,14 @@ async def register_new_user(
     client_address: ClientAddress,
 ) -> UserPublic:
     """Register, and get an access token at once. Registrations are limited per client address."""
-    await count_registration(limits, address=client_address)
+    hit = await count_registration(limits, address=client_address)
     try:
         created_user = await user_repo.register_new_user(new_user=new_user)
     except (EmailAlreadyTakenError, UsernameAlreadyTakenError) as exc:
         raise name_taken(exc) from exc
+    except HashingBusyError:
+        await limits.forget_hit(hit=hit)  # turned away before it was tried: it does not count
+        raise
     await events.record(kind=Event.registration, user_id=created_user.id, client_address=client_address)
     return public(created_user, access_token=access_token_for(created_user))
 
@@ -108,7 +111,11 @@ async def user_login_with_email_and_password(
         named = await user_repo.get_user_by_login(login=username)
         await events.record(kind=Event.lockout, user_id=named.id if named else None, client_address=client_address)
         raise
-    user, verified = await user_repo.check_credentials(login=username, password=password)
+    try:
+        user, verified = await user_repo.check_credentials(login=username, password=password)
+    except HashingBusyError:
+        await limits.forget_hit(hit=hit)  # turned away before it was tried: it does not count
+        raise
     if user is None or not verified:
         user_id = user.id if user else None
         await events.record(kind=Event.login_failure, user_id=user_id, client_address=client_address)
@@ -168,18 +175,22 @@ async def change_password(
 ) -> UserPublic:
     """Change the caller's password. Every token issued before is revoked; the answer carries a new one."""
     hit = await count_password_check(limits, user_id=current_user.id)
-    verified = await run_in_threadpool(
-        auth_service.verify_password,
-        password=password_change.current_password,
-        salt=current_user.salt,
-        hashed_pw=current_user.password,
-    )
+    try:
+        verified = await hashing_pool.run(
+            auth_service.verify_password,
+            password=password_change.current_password,
+            salt=current_user.salt,
+            hashed_pw=current_user.password,
+        )
+    except HashingBusyError:
+        await limits.forget_hit(hit=hit)
+        raise
     if not verified:
         raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=WRONG_CURRENT_PASSWORD)
     await limits.forget_hit(hit=hit)
     if password_change.new_password == password_change.current_password:
         raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=SAME_PASSWORD)
-    password_update = await run_in_threadpool(
+    password_update = await hashing_pool.run(
         auth_service.create_salt_and_hashed_password, plaintext_password=password_change.new_password
     )
     updated = await user_repo.update_password(user=current_user, password_update=password_update)

@@ -1,11 +1,10 @@
 import asyncpg
 from databases import Database
-from starlette.concurrency import run_in_threadpool
 
 from app.db.errors import EmailAlreadyTakenError, UsernameAlreadyTakenError
 from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
 from app.models.user import MAX_PASSWORD_LENGTH, UserCreate, UserInDB, UserPasswordUpdate, UserUpdate
-from app.services import auth_service
+from app.services import auth_service, hashing_pool
 
 # No stored email or username is longer (email-validator caps addresses at 254 characters).
 MAX_LOGIN_LENGTH = 320
@@ -113,6 +112,7 @@ class UsersRepository(BaseRepository):
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self.auth_service = auth_service
+        self.hashing = hashing_pool
 
     async def _fetch_user(self, query: str, values: dict[str, object]) -> UserInDB | None:
         record = await self.db.fetch_one(query=query, values=values)
@@ -142,8 +142,8 @@ class UsersRepository(BaseRepository):
             raise EmailAlreadyTakenError
         if await self.get_user_by_username(username=new_user.username):
             raise UsernameAlreadyTakenError
-        # bcrypt is deliberately slow: run it in a worker thread so the event loop keeps serving.
-        password_update = await run_in_threadpool(
+        # bcrypt is deliberately slow: it runs in the hashing pool, so the event loop keeps serving.
+        password_update = await self.hashing.run(
             self.auth_service.create_salt_and_hashed_password, plaintext_password=new_user.password
         )
         # ... and the unique indexes settle a race between two registrations of the same name.
@@ -166,9 +166,9 @@ class UsersRepository(BaseRepository):
         user = await self.get_user_by_login(login=login)
         if user is None or len(password) > MAX_PASSWORD_LENGTH:
             # No stored password is longer (and passlib refuses over 4 kB): fail, at the usual cost.
-            await run_in_threadpool(self.auth_service.verify_nothing, password=password[:MAX_PASSWORD_LENGTH])
+            await self.hashing.run(self.auth_service.verify_nothing, password=password[:MAX_PASSWORD_LENGTH])
             return user, False
-        verified, new_hash = await run_in_threadpool(
+        verified, new_hash = await self.hashing.run(
             self.auth_service.verify_and_update_password, password=password, salt=user.salt, hashed_pw=user.password
         )
         if not verified:

@@ -1,0 +1,19 @@
+-- GET with a bearer token (TOKEN in the environment), reporting latency as JSON when done.
+local token = os.getenv("TOKEN")
+if token then
+  wrk.headers["Authorization"] = "Bearer " .. token
+end
+
+local statuses = {}
+response = function(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+done = function(summary, latency, requests)
+  io.write(string.format(
+    'JSON{"requests": %d, "duration_us": %d, "errors": %d, "p50_us": %d, "p99_us": %d, "mean_us": %.1f}\n',
+    summary.requests, summary.duration,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+      + summary.errors.status,
+    latency:percentile(50), latency:percentile(99), latency.mean))
+end

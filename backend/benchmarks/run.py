@@ -1,0 +1,355 @@
+"""Phresh's benchmark: throughput and latency of the real service, each figure with its in-run anchor.
+
+    python3 backend/manage.py bench [--duration 10] [--workers 1]
+
+Starts the service (uvicorn, the real app plus a ceiling route) on a scratch database `<db>_bench`
+(the embedded PostgreSQL, or DATABASE_URL's server), at the real bcrypt cost (12). Loads:
+Debian's `wrk` for the cheap routes (C, event-driven: not the bottleneck), and an asyncio load
+generator of its own for registration and login, which are a thousand times slower per request
+and need a latency per status code. Every ratio compares two figures taken in this one run,
+because these machines are shared and their absolute speed drifts.
+
+Prints one line per figure, and writes benchmarks/results/latest.json and latest.png.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import secrets
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+os.environ["SECRET_KEY"] = secrets.token_hex(32)  # a scratch server, a scratch key
+os.environ["BCRYPT_ROUNDS"] = "12"  # the real cost, whatever the caller's environment says
+
+import httpx
+import psutil
+
+from app.core.config import DATABASE_URL
+from app.db.admin import sibling_database
+from app.services import auth_service
+from scripts.live_server import ServerProcess, prepare_database
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+# Limits meant for people, not for a load generator.
+SERVER_ENV = {
+    "BCRYPT_ROUNDS": "12",
+    "LOGIN_MAX_FAILURES_PER_ACCOUNT": "100000000",
+    "LOGIN_MAX_FAILURES_PER_ADDRESS": "100000000",
+    "REGISTER_MAX_PER_ADDRESS": "100000000",
+}
+
+TARGETS = {
+    "register_vs_floor": (">=", 0.95),
+    "login_vs_floor": (">=", 0.95),
+    "me_vs_ceiling_throughput": (">=", 0.6),
+    "me_p99_vs_ceiling_p99": ("<=", 3.0),
+    "stall_factor": ("<=", 8.0),
+    "two_workers_vs_one_me": (">=", 1.5),
+}
+
+
+@dataclass
+class Load:
+    """What one load run measured."""
+
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    statuses: dict[int, int] = field(default_factory=dict)
+    ok_p99_ms: float | None = None  # p99 of the 2xx answers only
+    generator_cpu_share: float = 0.0  # CPU seconds of the load generator per wall second
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def run_wrk(url: str, *, connections: int, seconds: float, token: str | None = None) -> Load:
+    """Drive GET `url` with wrk; its own CPU time comes from the kernel (wait4)."""
+    env = {**os.environ, **({"TOKEN": token} if token else {})}
+    threads = max(1, min(2, connections))
+    process = await asyncio.create_subprocess_exec(
+        "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--latency",
+        "-s", str(HERE / "get.lua"), url,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    stdout, stderr = await process.communicate()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next((row for row in stdout.decode().splitlines() if row.startswith("JSON")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result: {stdout.decode()} {stderr.decode()}")
+    result = json.loads(line[4:])
+    wall = result["duration_us"] / 1e6
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Load(
+        requests=result["requests"],
+        seconds=wall,
+        p50_ms=result["p50_us"] / 1000,
+        p99_ms=result["p99_us"] / 1000,
+        statuses={200: result["requests"] - result["errors"]},
+        generator_cpu_share=cpu / wall,
+    )
+
+
+async def run_posts(base_url: str, *, connections: int, seconds: float, make_request: Any, prefix: str) -> Load:
+    """`connections` clients, each sending its next request as soon as the last one is answered."""
+    latencies: dict[int, list[float]] = {}
+    cpu_before = time.process_time()
+    started = time.perf_counter()
+    deadline = started + seconds
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as http:
+
+        async def client(number: int) -> None:
+            sent = 0
+            while time.perf_counter() < deadline:
+                sent += 1
+                method, path, kwargs = make_request(f"{prefix}{number}n{sent}")
+                t0 = time.perf_counter()
+                res = await http.request(method, path, **kwargs)
+                latencies.setdefault(res.status_code, []).append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(client(n) for n in range(connections)))
+    wall = time.perf_counter() - started
+    everything = [t for times in latencies.values() for t in times]
+    ok = [t for status, times in latencies.items() if 200 <= status < 300 for t in times]
+    return Load(
+        requests=len(ok),
+        seconds=wall,
+        p50_ms=percentile(everything, 50) * 1000,
+        p99_ms=percentile(everything, 99) * 1000,
+        statuses={status: len(times) for status, times in sorted(latencies.items())},
+        ok_p99_ms=percentile(ok, 99) * 1000,
+        generator_cpu_share=(time.process_time() - cpu_before) / wall,
+    )
+
+
+def register_request(name: str) -> tuple[str, str, dict[str, Any]]:
+    body = {"new_user": {"email": f"{name}@example.com", "username": name, "password": "benchmark-pass"}}
+    return "POST", "/api/users/", {"json": body}
+
+
+def login_request(_: str) -> tuple[str, str, dict[str, Any]]:
+    return "POST", "/api/users/login/token/", {"data": {"username": "bencher", "password": "benchmark-pass"}}
+
+
+def median_hash_seconds(samples: int = 7) -> float:
+    salt = auth_service.generate_salt()
+    times = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        auth_service.hash_password(password="benchmark-pass", salt=salt)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def worker_rss_mb(server: ServerProcess) -> list[float]:
+    assert server.process is not None
+    parent = psutil.Process(server.process.pid)
+    workers = [child for child in parent.children(recursive=True) if "python" in child.name().lower()]
+    return [round(p.memory_info().rss / 2**20, 1) for p in (workers or [parent])]
+
+
+async def seed(base_url: str) -> str:
+    """A user with a cleaning list to read; returns their token."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        res = await http.post("/api/users/", json=register_request("bencher")[2]["json"])
+        res.raise_for_status()
+        token = str(res.json()["access_token"]["access_token"])
+        for i in range(10):
+            body = {"new_cleaning": {"name": f"room {i}", "price": 10 + i, "description": "benchmark"}}
+            (
+                await http.post("/api/cleanings/", json=body, headers={"Authorization": f"Bearer {token}"})
+            ).raise_for_status()
+    return token
+
+
+async def measure(duration: float, workers: int) -> dict[str, Any]:
+    database_url = sibling_database(DATABASE_URL, "bench")
+    prepare_database(database_url)
+    cores = os.cpu_count() or 1
+    figures: dict[str, Any] = {"cores": cores, "duration_s": duration, "started": datetime.now(UTC).isoformat()}
+
+    hash_s = median_hash_seconds()
+    figures["hash_ms"] = hash_s * 1000
+    figures["floor_per_s"] = cores / hash_s
+
+    server = ServerProcess(database_url, env=SERVER_ENV, module="benchmarks.ceiling_app:app", workers=workers)
+    base_url = await asyncio.to_thread(server.start)
+    try:
+        token = await seed(base_url)
+        loads: dict[str, Load] = {}
+        loads["register_c8"] = await run_posts(
+            base_url, connections=8, seconds=duration, make_request=register_request, prefix="reg"
+        )
+        loads["login_c8"] = await run_posts(
+            base_url, connections=8, seconds=duration, make_request=login_request, prefix=""
+        )
+        loads["ceiling_c32"] = await run_wrk(f"{base_url}/bench/ceiling/", connections=32, seconds=duration)
+        loads["me_c32"] = await run_wrk(f"{base_url}/api/users/me/", connections=32, seconds=duration, token=token)
+        loads["cleanings_c32"] = await run_wrk(
+            f"{base_url}/api/cleanings/", connections=32, seconds=duration, token=token
+        )
+        loads["me_c1_alone"] = await run_wrk(f"{base_url}/api/users/me/", connections=1, seconds=duration, token=token)
+        loaded = await asyncio.gather(
+            run_wrk(f"{base_url}/api/users/me/", connections=1, seconds=duration, token=token),
+            run_posts(base_url, connections=8, seconds=duration, make_request=register_request, prefix="stall"),
+        )
+        loads["me_c1_under_register_c8"], loads["register_c8_alongside"] = loaded
+        flood = await asyncio.gather(
+            run_posts(base_url, connections=64, seconds=duration, make_request=register_request, prefix="flood"),
+            run_wrk(f"{base_url}/api/users/me/", connections=1, seconds=duration, token=token),
+        )
+        loads["register_flood_c64"], loads["me_c1_under_flood"] = flood
+        figures["rss_mb_per_worker"] = worker_rss_mb(server)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+    figures["loads"] = {name: {**asdict(load), "throughput": load.throughput} for name, load in loads.items()}
+    figures["register_vs_floor"] = loads["register_c8"].throughput / figures["floor_per_s"]
+    figures["login_vs_floor"] = loads["login_c8"].throughput / figures["floor_per_s"]
+    figures["me_vs_ceiling_throughput"] = loads["me_c32"].throughput / loads["ceiling_c32"].throughput
+    figures["cleanings_vs_ceiling_throughput"] = loads["cleanings_c32"].throughput / loads["ceiling_c32"].throughput
+    figures["me_p99_vs_ceiling_p99"] = loads["me_c32"].p99_ms / loads["ceiling_c32"].p99_ms
+    figures["cleanings_p99_vs_ceiling_p99"] = loads["cleanings_c32"].p99_ms / loads["ceiling_c32"].p99_ms
+    figures["stall_factor"] = loads["me_c1_under_register_c8"].p99_ms / loads["me_c1_alone"].p99_ms
+    flood_load = loads["register_flood_c64"]
+    answered = sum(flood_load.statuses.values())
+    figures["flood_share_503"] = flood_load.statuses.get(503, 0) / answered if answered else 0.0
+    figures["flood_p99_of_201_ms"] = flood_load.ok_p99_ms
+    figures["flood_me_p99_ms"] = loads["me_c1_under_flood"].p99_ms
+    figures["generator_cpu_share_max"] = max(load.generator_cpu_share for load in loads.values())
+    return figures
+
+
+def report(figures: dict[str, Any]) -> list[str]:
+    loads = figures["loads"]
+
+    def load_line(name: str) -> str:
+        load = loads[name]
+        return f"{load['throughput']:.1f}/s p50 {load['p50_ms']:.1f} ms p99 {load['p99_ms']:.1f} ms"
+
+    def verdict(key: str) -> str:
+        if key not in TARGETS:
+            return ""
+        op, target = TARGETS[key]
+        met = figures[key] >= target if op == ">=" else figures[key] <= target
+        return f"  (target {op} {target:g}: {'met' if met else 'MISSED'})"
+
+    lines = [
+        f"cores: {figures['cores']}, duration per load: {figures['duration_s']:g} s",
+        f"bcrypt hash (cost 12), median: {figures['hash_ms']:.0f} ms",
+        f"bcrypt floor = cores / hash time: {figures['floor_per_s']:.2f}/s",
+        f"register c=8: {load_line('register_c8')}",
+        f"register / floor: {figures['register_vs_floor']:.2f}{verdict('register_vs_floor')}",
+        f"login c=8: {load_line('login_c8')}",
+        f"login / floor: {figures['login_vs_floor']:.2f}{verdict('login_vs_floor')}",
+        f"ceiling route (SELECT 1) c=32: {load_line('ceiling_c32')}",
+        f"GET /api/users/me/ c=32: {load_line('me_c32')}",
+        f"/me / ceiling throughput: {figures['me_vs_ceiling_throughput']:.2f}{verdict('me_vs_ceiling_throughput')}",
+        f"/me p99 / ceiling p99: {figures['me_p99_vs_ceiling_p99']:.2f}{verdict('me_p99_vs_ceiling_p99')}",
+        f"GET /api/cleanings/ c=32: {load_line('cleanings_c32')}",
+        f"/cleanings / ceiling throughput: {figures['cleanings_vs_ceiling_throughput']:.2f}",
+        f"/cleanings p99 / ceiling p99: {figures['cleanings_p99_vs_ceiling_p99']:.2f}",
+        f"/me c=1 alone: {load_line('me_c1_alone')}",
+        f"/me c=1 under register c=8: {load_line('me_c1_under_register_c8')}",
+        f"stall factor (p99 loaded / alone): {figures['stall_factor']:.2f}{verdict('stall_factor')}",
+        f"register flood c=64: {loads['register_flood_c64']['statuses']} answers",
+        f"flood: share answered 503: {figures['flood_share_503']:.2f}, p99 of the 201s: "
+        f"{figures['flood_p99_of_201_ms']:.0f} ms, /me p99 alongside: {figures['flood_me_p99_ms']:.1f} ms",
+        f"resident memory per worker at the end: {figures['rss_mb_per_worker']} MB",
+        f"load generator CPU share (max over loads, 1.0 = one core): {figures['generator_cpu_share_max']:.2f}",
+    ]
+    if "two_workers_vs_one_me" in figures:
+        lines.append(
+            f"/me c=32 with 2 workers / 1 worker: {figures['two_workers_vs_one_me']:.2f}"
+            f"{verdict('two_workers_vs_one_me')}"
+        )
+    return lines
+
+
+def chart(figures: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [key for key in TARGETS if key in figures]
+    values = [figures[key] for key in keys]
+    targets = [TARGETS[key][1] for key in keys]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    bars = ax.barh(keys, values, color="#4a90d9", label="measured (ratio, one run)")
+    ax.scatter(targets, keys, color="#d9534f", marker="|", s=400, linewidths=3, label="target", zorder=3)
+    for bar, value in zip(bars, values, strict=True):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:.2f}", va="center")
+    ax.invert_yaxis()
+    ax.set_xlabel("ratio (see README: higher is better, except p99 ratio and stall factor)")
+    ax.set_title(f"Phresh benchmark, {figures['cores']} cores, {figures['started'][:10]}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per load")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers for the main run")
+    parser.add_argument("--skip-two-workers", action="store_true", help="skip the 2-worker /me comparison")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("phresh: the benchmark needs wrk (Debian: apt-get install wrk)", file=sys.stderr)
+        return 1
+
+    figures = asyncio.run(measure(args.duration, args.workers))
+    if not args.skip_two_workers:
+        figures["two_workers_vs_one_me"] = asyncio.run(two_workers_vs_one(args.duration))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(figures, indent=2) + "\n")
+    chart(figures, RESULTS / "latest.png")
+    for line in report(figures):
+        print(line)
+    print(f"wrote {RESULTS / 'latest.json'} and {RESULTS / 'latest.png'}")
+    return 0
+
+
+async def two_workers_vs_one(duration: float) -> float:
+    database_url = sibling_database(DATABASE_URL, "bench")
+    throughput = {}
+    for workers in (1, 2):
+        server = ServerProcess(database_url, env=SERVER_ENV, workers=workers)
+        base_url = await asyncio.to_thread(server.start)
+        try:
+            async with httpx.AsyncClient(base_url=base_url) as http:
+                form = {"username": "bencher", "password": "benchmark-pass"}
+                token = (await http.post("/api/users/login/token/", data=form)).json()["access_token"]
+            load = await run_wrk(f"{base_url}/api/users/me/", connections=32, seconds=duration, token=token)
+            throughput[workers] = load.throughput
+        finally:
+            await asyncio.to_thread(server.stop)
+    return throughput[2] / throughput[1]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
