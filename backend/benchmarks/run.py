@@ -187,7 +187,7 @@ async def seed(base_url: str) -> str:
 
 async def measure(duration: float, workers: int) -> dict[str, Any]:
     database_url = sibling_database(DATABASE_URL, "bench")
-    prepare_database(database_url)
+    await asyncio.to_thread(prepare_database, database_url)
     cores = os.cpu_count() or 1
     figures: dict[str, Any] = {"cores": cores, "duration_s": duration, "started": datetime.now(UTC).isoformat()}
 

@@ -27,9 +27,13 @@ class HashingPool:
         self.pending = 0  # touched only from the event loop's thread, so no lock is needed
         self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="hashing")
 
-    async def run(self, function: Callable[..., T], /, **kwargs: Any) -> T:
+    def ensure_capacity(self) -> None:
+        """Refuse at once, before any other work, when a hashing job could not even be queued."""
         if self.pending >= self.capacity:
             raise HashingBusyError
+
+    async def run(self, function: Callable[..., T], /, **kwargs: Any) -> T:
+        self.ensure_capacity()
         self.pending += 1
         try:
             loop = asyncio.get_running_loop()

@@ -7,7 +7,7 @@ from app.core.config import CLIENT_ADDRESS_HEADER
 MAX_ADDRESS_LENGTH = 64
 
 
-def get_client_address(request: Request) -> str:
+async def get_client_address(request: Request) -> str:
     """The caller's address, for rate limits and the audit trail.
 
     Behind a reverse proxy, set CLIENT_ADDRESS_HEADER to the header it sets: the last entry is

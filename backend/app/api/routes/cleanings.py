@@ -1,10 +1,11 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, status
+from fastapi import APIRouter, Body, HTTPException, Response, status
 
 from app.api.dependencies.auth import CurrentUser
 from app.api.dependencies.cleanings import NOT_OWNER, CleaningsRepo, ModifiableCleaning, cleaning_not_found
 from app.api.errors import error_responses
+from app.api.responses import list_response, model_response
 from app.db.errors import InvalidCleaningTypeError
 from app.models.cleaning import CleaningCreate, CleaningPublic, CleaningUpdate
 
@@ -19,9 +20,10 @@ INVALID_CLEANING_TYPE = "Invalid cleaning type. Cannot be None."
     name="cleanings:list-all-user-cleanings",
     responses=error_responses(401, 503),
 )
-async def list_all_user_cleanings(current_user: CurrentUser, cleanings_repo: CleaningsRepo) -> list[CleaningPublic]:
+async def list_all_user_cleanings(current_user: CurrentUser, cleanings_repo: CleaningsRepo) -> Response:
     cleanings = await cleanings_repo.list_all_user_cleanings(requesting_user=current_user)
-    return [CleaningPublic.model_validate(cleaning.model_dump()) for cleaning in cleanings]
+    public = [CleaningPublic.model_validate(cleaning, from_attributes=True) for cleaning in cleanings]
+    return list_response(CleaningPublic, public)
 
 
 @router.post(
@@ -46,14 +48,12 @@ async def create_new_cleaning(
     name="cleanings:get-cleaning-by-id",
     responses=error_responses(401, 404, 503),
 )
-async def get_cleaning_by_id(
-    cleaning_id: int, current_user: CurrentUser, cleanings_repo: CleaningsRepo
-) -> CleaningPublic:
+async def get_cleaning_by_id(cleaning_id: int, current_user: CurrentUser, cleanings_repo: CleaningsRepo) -> Response:
     # Any logged-in user may read any cleaning: that is how cleaners find work.
     cleaning = await cleanings_repo.get_cleaning_by_id(id=cleaning_id)
     if cleaning is None:
         raise cleaning_not_found()
-    return CleaningPublic.model_validate(cleaning.model_dump())
+    return model_response(CleaningPublic.model_validate(cleaning, from_attributes=True))
 
 
 @router.put(

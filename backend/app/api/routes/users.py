@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Form, HTTPException, Path, Query, status
+from fastapi import APIRouter, Body, Depends, Form, HTTPException, Path, Query, Response, status
 
 from app.api.dependencies.auth import NOT_ACTIVE, CurrentSuperuser, CurrentUser, unauthorized
 from app.api.dependencies.client import ClientAddress
@@ -15,6 +15,7 @@ from app.api.dependencies.throttling import (
     login_account_key,
 )
 from app.api.errors import error_responses
+from app.api.responses import model_response
 from app.db.errors import EmailAlreadyTakenError, UsernameAlreadyTakenError
 from app.db.repositories.security_events import SecurityEventsRepository
 from app.db.repositories.users import UsersRepository
@@ -75,6 +76,7 @@ async def register_new_user(
     client_address: ClientAddress,
 ) -> UserPublic:
     """Register, and get an access token at once. Registrations are limited per client address."""
+    hashing_pool.ensure_capacity()
     hit = await count_registration(limits, address=client_address)
     try:
         created_user = await user_repo.register_new_user(new_user=new_user)
@@ -105,6 +107,7 @@ async def user_login_with_email_and_password(
 ) -> AccessToken:
     """Log in with email (or username) and password. Failed logins are limited per account and per
     client address: past the limit the answer is 429 with Retry-After, whether or not the account exists."""
+    hashing_pool.ensure_capacity()
     try:
         hit = await count_login_attempt(limits, login=username, address=client_address)
     except Throttled:
@@ -135,9 +138,9 @@ async def user_login_with_email_and_password(
     name="users:get-current-user",
     responses=error_responses(401, 503),
 )
-async def get_currently_authenticated_user(current_user: CurrentUser) -> UserPublic:
+async def get_currently_authenticated_user(current_user: CurrentUser) -> Response:
     """The logged-in user."""
-    return public(current_user)
+    return model_response(public(current_user))
 
 
 @router.put(
@@ -174,6 +177,7 @@ async def change_password(
     client_address: ClientAddress,
 ) -> UserPublic:
     """Change the caller's password. Every token issued before is revoked; the answer carries a new one."""
+    hashing_pool.ensure_capacity()
     hit = await count_password_check(limits, user_id=current_user.id)
     try:
         verified = await hashing_pool.run(
