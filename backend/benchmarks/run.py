@@ -145,6 +145,27 @@ async def run_posts(base_url: str, *, connections: int, seconds: float, make_req
     )
 
 
+async def interleaved(
+    routes: dict[str, tuple[str, str | None]], *, connections: int, seconds: float, slices: int = 4
+) -> dict[str, Load]:
+    """wrk on each route in turn, `slices` times; throughput over all slices, the median slice's p50/p99."""
+    runs: dict[str, list[Load]] = {name: [] for name in routes}
+    for _ in range(slices):
+        for name, (url, token) in routes.items():
+            runs[name].append(await run_wrk(url, connections=connections, seconds=seconds / slices, token=token))
+    return {
+        name: Load(
+            requests=sum(load.requests for load in loads),
+            seconds=sum(load.seconds for load in loads),
+            p50_ms=statistics.median(load.p50_ms for load in loads),
+            p99_ms=statistics.median(load.p99_ms for load in loads),
+            statuses={200: sum(load.requests for load in loads)},
+            generator_cpu_share=max(load.generator_cpu_share for load in loads),
+        )
+        for name, loads in runs.items()
+    }
+
+
 def register_request(name: str) -> tuple[str, str, dict[str, Any]]:
     body = {"new_user": {"email": f"{name}@example.com", "username": name, "password": "benchmark-pass"}}
     return "POST", "/api/users/", {"json": body}
@@ -206,10 +227,18 @@ async def measure(duration: float, workers: int) -> dict[str, Any]:
         loads["login_c8"] = await run_posts(
             base_url, connections=8, seconds=duration, make_request=login_request, prefix=""
         )
-        loads["ceiling_c32"] = await run_wrk(f"{base_url}/bench/ceiling/", connections=32, seconds=duration)
-        loads["me_c32"] = await run_wrk(f"{base_url}/api/users/me/", connections=32, seconds=duration, token=token)
-        loads["cleanings_c32"] = await run_wrk(
-            f"{base_url}/api/cleanings/", connections=32, seconds=duration, token=token
+        # The routes compared with the ceiling take turns, a slice at a time, so that a change in
+        # the machine's load during the run falls on all of them alike.
+        loads.update(
+            await interleaved(
+                {
+                    "ceiling_c32": (f"{base_url}/bench/ceiling/", None),
+                    "me_c32": (f"{base_url}/api/users/me/", token),
+                    "cleanings_c32": (f"{base_url}/api/cleanings/", token),
+                },
+                connections=32,
+                seconds=duration,
+            )
         )
         loads["me_c1_alone"] = await run_wrk(f"{base_url}/api/users/me/", connections=1, seconds=duration, token=token)
         loaded = await asyncio.gather(

@@ -8,7 +8,10 @@ full, the caller is told at once (HashingBusyError, answered 503 with Retry-Afte
 """
 
 import asyncio
+import contextlib
 import functools
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -20,12 +23,24 @@ class HashingBusyError(Exception):
     """Every hashing thread is busy and the queue is full: try again in a moment."""
 
 
+def _lower_thread_priority(niceness: int) -> None:
+    # On Linux, a nice value belongs to a thread: the hashing threads yield the CPU to the event
+    # loop (cheap requests) and to PostgreSQL, and take every cycle nobody else wants.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+
+
 class HashingPool:
-    def __init__(self, *, size: int, queue_size: int) -> None:
+    def __init__(self, *, size: int, queue_size: int, niceness: int = 10) -> None:
         self.size = size
         self.capacity = size + queue_size  # running + waiting
         self.pending = 0  # touched only from the event loop's thread, so no lock is needed
-        self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="hashing")
+        self._executor = ThreadPoolExecutor(
+            max_workers=size,
+            thread_name_prefix="hashing",
+            initializer=_lower_thread_priority,
+            initargs=(niceness,),
+        )
 
     def ensure_capacity(self) -> None:
         """Refuse at once, before any other work, when a hashing job could not even be queued."""
