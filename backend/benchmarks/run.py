@@ -150,9 +150,10 @@ async def interleaved(
 ) -> dict[str, Load]:
     """wrk on each route in turn, `slices` times; throughput over all slices, the median slice's p50/p99."""
     runs: dict[str, list[Load]] = {name: [] for name in routes}
+    slice_seconds = max(1, int(seconds // slices))  # wrk takes whole seconds
     for _ in range(slices):
         for name, (url, token) in routes.items():
-            runs[name].append(await run_wrk(url, connections=connections, seconds=seconds / slices, token=token))
+            runs[name].append(await run_wrk(url, connections=connections, seconds=slice_seconds, token=token))
     return {
         name: Load(
             requests=sum(load.requests for load in loads),
