@@ -55,7 +55,9 @@ class TestSaturatedHashing:
                 async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
 
                     async def register(i: int) -> httpx.Response:
-                        body = {"new_user": {"email": f"b{i}@example.com", "username": f"burst{i}", "password": "p4ssword"}}
+                        body = {
+                            "new_user": {"email": f"b{i}@example.com", "username": f"burst{i}", "password": "p4ssword"}
+                        }
                         return await http.post("/api/users/", json=body)
 
                     first = asyncio.create_task(register(0))

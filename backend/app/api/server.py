@@ -8,6 +8,7 @@ from databases import DatabaseURL
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from app.api.errors import (
     database_unavailable_handler,
@@ -26,6 +27,13 @@ from app.db.repositories.rate_limits import RateLimitsRepository
 from app.services.hashing import HashingBusyError
 
 logger = logging.getLogger(__name__)
+
+API_DESCRIPTION = """
+Phresh: people post requests to have their home cleaned; others offer to do the work.
+
+To try the locked routes here: register with **POST /api/users/**, then press **Authorize** and
+log in with that email (or username) and password. Every error answers `{"detail": ...}`.
+"""
 
 # Counted attempts older than every window are of no further use.
 PURGE_EVERY_SECONDS = 600
@@ -63,7 +71,15 @@ def get_application(*, database_url: DatabaseURL | None = None) -> FastAPI:
                     # The configured database may be the embedded one, held by this process.
                     release_embedded_database()
 
-    app = FastAPI(title=config.PROJECT_NAME, version=config.VERSION, lifespan=lifespan)
+    # Swagger UI (/docs) and ReDoc (/redoc) from assets installed with the project: FastAPI's own
+    # pages load them from a CDN, and show a blank page on a machine without internet access.
+    app = FastAPIOffline(
+        title=config.PROJECT_NAME,
+        version=config.VERSION,
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        swagger_ui_parameters={"tryItOutEnabled": True},
+    )
     # Tokens travel in the Authorization header, not in cookies, so any origin may call the API.
     app.add_middleware(
         CORSMiddleware,
