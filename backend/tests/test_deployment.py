@@ -90,3 +90,10 @@ def test_repository_top_level_is_as_agreed() -> None:
     expected = {"backend", "docker-compose.yml", ".env.example", "README.md", ".gitignore", ".ci"}
     # A developer's .env may sit beside them; nothing else does.
     assert tracked - {".env"} == expected
+
+
+def test_pre_commit_runs_the_same_checks_as_ci() -> None:
+    config = yaml.safe_load((BACKEND_DIR / ".pre-commit-config.yaml").read_text())
+    entries = [hook["entry"] for repo in config["repos"] for hook in repo["hooks"]]
+    assert entries == ["python3 backend/manage.py lint"]
+    assert "python3 backend/manage.py lint" in (ROOT_DIR / ".ci" / "run").read_text()
