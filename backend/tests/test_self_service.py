@@ -13,7 +13,7 @@ from app.core.config import SECRET_KEY
 from app.db.repositories.users import UsersRepository
 from app.models.user import UserInDB
 from app.services import auth_service
-from tests.conftest import create_user
+from tests.conftest import create_user, log_in
 
 
 async def update_me(app: FastAPI, client: AsyncClient, **changes: object) -> Response:
@@ -24,14 +24,6 @@ async def change_password(app: FastAPI, client: AsyncClient, current: str, new: 
     return await client.put(
         app.url_path_for("users:change-password"),
         json={"password_change": {"current_password": current, "new_password": new}},
-    )
-
-
-async def login(app: FastAPI, client: AsyncClient, username: str, password: str) -> Response:
-    return await client.post(
-        app.url_path_for("users:login-email-and-password"),
-        data={"username": username, "password": password},
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
 
 
@@ -71,8 +63,8 @@ class TestUpdateMe:
         assert me.status_code == status.HTTP_200_OK
         assert me.json()["username"] == "kingjames"
         # and the new email logs in, with the same password
-        assert (await login(app, client, "king@james.io", "heatcavslakers")).status_code == status.HTTP_200_OK
-        assert (await login(app, client, "lebron@james.io", "heatcavslakers")).status_code == 401
+        assert (await log_in(app, client, "king@james.io", "heatcavslakers")).status_code == status.HTTP_200_OK
+        assert (await log_in(app, client, "lebron@james.io", "heatcavslakers")).status_code == 401
 
     async def test_a_new_email_is_not_verified(
         self, app: FastAPI, authorized_client: AsyncClient, db: Database, test_user: UserInDB
@@ -163,8 +155,8 @@ class TestChangePassword:
         assert stored.salt != test_user.salt
         assert auth_service.verify_password(password="a-brand-new-one", salt=stored.salt, hashed_pw=stored.password)
 
-        assert (await login(app, client, test_user.email, "heatcavslakers")).status_code == 401
-        assert (await login(app, client, test_user.email, "a-brand-new-one")).status_code == 200
+        assert (await log_in(app, client, test_user.email, "heatcavslakers")).status_code == 401
+        assert (await log_in(app, client, test_user.email, "a-brand-new-one")).status_code == 200
         me = await client.get(
             app.url_path_for("users:get-current-user"), headers={"Authorization": f"Bearer {fresh_token}"}
         )
@@ -173,7 +165,7 @@ class TestChangePassword:
     async def test_every_token_issued_before_the_change_is_rejected(
         self, app: FastAPI, authorized_client: AsyncClient, client: AsyncClient, test_user: UserInDB
     ) -> None:
-        other_session = (await login(app, client, test_user.email, "heatcavslakers")).json()["access_token"]
+        other_session = (await log_in(app, client, test_user.email, "heatcavslakers")).json()["access_token"]
         minted = auth_service.create_access_token_for_user(user=test_user, secret_key=str(SECRET_KEY))
         res = await change_password(app, authorized_client, "heatcavslakers", "a-brand-new-one")
         assert res.status_code == status.HTTP_200_OK

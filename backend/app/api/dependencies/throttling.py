@@ -1,5 +1,7 @@
 """Brute-force limits on login, registration and password changes, counted in PostgreSQL."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, status
@@ -7,6 +9,7 @@ from fastapi import Depends, HTTPException, status
 from app.api.dependencies.database import get_repository
 from app.core import config
 from app.db.repositories.rate_limits import Hit, RateLimitsRepository
+from app.services.hashing import HashingBusyError
 
 LOGIN_ACCOUNT = "login:account"
 LOGIN_ADDRESS = "login:address"
@@ -79,3 +82,13 @@ async def count_password_check(limits: RateLimitsRepository, *, user_id: int) ->
         maxima={PASSWORD_USER: config.LOGIN_MAX_FAILURES_PER_ACCOUNT},
         window_seconds=config.LOGIN_FAILURE_WINDOW_SECONDS,
     )
+
+
+@asynccontextmanager
+async def uncounted_if_busy(limits: RateLimitsRepository, hit: Hit) -> AsyncIterator[None]:
+    """An attempt turned away because hashing is saturated (503) was never tried: take it back."""
+    try:
+        yield
+    except HashingBusyError:
+        await limits.forget_hit(hit=hit)
+        raise

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Depends, Query
 
 from app.api.dependencies.auth import CurrentSuperuser
 from app.api.dependencies.database import get_repository
+from app.api.dependencies.paging import Limit, Offset
 from app.api.errors import error_responses
 from app.db.repositories.security_events import SecurityEventsRepository
 from app.models.security_event import SecurityEventKind, SecurityEventPublic, SecurityEventsPage
@@ -20,8 +21,8 @@ router = APIRouter()
 async def list_security_events(
     superuser: CurrentSuperuser,
     events_repo: Annotated[SecurityEventsRepository, Depends(get_repository(SecurityEventsRepository))],
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
     kind: SecurityEventKind | None = None,
     user_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> SecurityEventsPage:

@@ -1,10 +1,11 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Form, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Form, HTTPException, Path, Response, status
 
 from app.api.dependencies.auth import NOT_ACTIVE, CurrentSuperuser, CurrentUser, unauthorized
 from app.api.dependencies.client import ClientAddress
 from app.api.dependencies.database import get_repository
+from app.api.dependencies.paging import Limit, Offset
 from app.api.dependencies.throttling import (
     LOGIN_ACCOUNT,
     RateLimits,
@@ -13,6 +14,7 @@ from app.api.dependencies.throttling import (
     count_password_check,
     count_registration,
     login_account_key,
+    uncounted_if_busy,
 )
 from app.api.errors import error_responses
 from app.api.responses import model_response
@@ -30,7 +32,6 @@ from app.models.user import (
     UserUpdate,
 )
 from app.services import auth_service, hashing_pool
-from app.services.hashing import HashingBusyError
 
 router = APIRouter()
 
@@ -79,12 +80,10 @@ async def register_new_user(
     hashing_pool.ensure_capacity()
     hit = await count_registration(limits, address=client_address)
     try:
-        created_user = await user_repo.register_new_user(new_user=new_user)
+        async with uncounted_if_busy(limits, hit):
+            created_user = await user_repo.register_new_user(new_user=new_user)
     except (EmailAlreadyTakenError, UsernameAlreadyTakenError) as exc:
         raise name_taken(exc) from exc
-    except HashingBusyError:
-        await limits.forget_hit(hit=hit)  # turned away before it was tried: it does not count
-        raise
     await events.record(kind=Event.registration, user_id=created_user.id, client_address=client_address)
     return public(created_user, access_token=access_token_for(created_user))
 
@@ -114,11 +113,8 @@ async def user_login_with_email_and_password(
         named = await user_repo.get_user_by_login(login=username)
         await events.record(kind=Event.lockout, user_id=named.id if named else None, client_address=client_address)
         raise
-    try:
+    async with uncounted_if_busy(limits, hit):
         user, verified = await user_repo.check_credentials(login=username, password=password)
-    except HashingBusyError:
-        await limits.forget_hit(hit=hit)  # turned away before it was tried: it does not count
-        raise
     if user is None or not verified:
         user_id = user.id if user else None
         await events.record(kind=Event.login_failure, user_id=user_id, client_address=client_address)
@@ -179,16 +175,13 @@ async def change_password(
     """Change the caller's password. Every token issued before is revoked; the answer carries a new one."""
     hashing_pool.ensure_capacity()
     hit = await count_password_check(limits, user_id=current_user.id)
-    try:
+    async with uncounted_if_busy(limits, hit):
         verified = await hashing_pool.run(
             auth_service.verify_password,
             password=password_change.current_password,
             salt=current_user.salt,
             hashed_pw=current_user.password,
         )
-    except HashingBusyError:
-        await limits.forget_hit(hit=hit)
-        raise
     if not verified:
         raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=WRONG_CURRENT_PASSWORD)
     await limits.forget_hit(hit=hit)
@@ -211,8 +204,8 @@ async def change_password(
 async def list_users(
     superuser: CurrentSuperuser,
     user_repo: UsersRepo,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> UsersPage:
     """Every user, oldest first, a page at a time (superusers only)."""
     users, total = await user_repo.list_users(limit=limit, offset=offset)
