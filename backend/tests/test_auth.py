@@ -2,6 +2,7 @@
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
@@ -356,3 +357,21 @@ class TestNoSecretsInResponses:
             for secret in secrets:
                 assert secret not in res.text
             assert '"password"' not in res.text and '"salt"' not in res.text
+
+
+class TestVerifiedTokenCache:
+    async def test_a_remembered_token_is_refused_once_it_expires(self, test_user: UserInDB) -> None:
+        token = auth_service.create_access_token_for_user(user=test_user)
+        claims = auth_service.decode_access_token(token=token)  # verified, and remembered
+        assert auth_service.decode_access_token(token=token) == claims
+        # as the clock passing exp (and the leeway) would do:
+        cache_key = next(key for key in auth_service._verified if key[0] == token)
+        auth_service._verified[cache_key] = claims.model_copy(update={"exp": int(time.time()) - 3600})
+        with pytest.raises(AuthException):
+            auth_service.decode_access_token(token=token)
+
+    async def test_a_remembered_token_is_not_valid_under_another_key(self, test_user: UserInDB) -> None:
+        token = auth_service.create_access_token_for_user(user=test_user)
+        auth_service.decode_access_token(token=token)
+        with pytest.raises(AuthException):
+            auth_service.decode_access_token(token=token, secret_key="another-key-of-at-least-32-bytes!!")

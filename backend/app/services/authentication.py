@@ -1,4 +1,6 @@
 import base64
+import time
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 
 import bcrypt
@@ -34,6 +36,9 @@ pwd_context = CryptContext(
 # Keys from before the last rotation, still accepted when verifying.
 PREVIOUS_KEYS = tuple(map(str, SECRET_KEY_PREVIOUS))
 
+# How many verified tokens each process remembers (least recently used go first).
+VERIFIED_TOKENS_CACHED = 4096
+
 # Claims a token must carry to be accepted at all.
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "jti"]
 
@@ -50,6 +55,11 @@ class AuthService:
         self._dummy_hash = self.hash_password(password="no such user", salt=self._dummy_salt)
         self.dummy_verifications = 0  # how many times that happened: a figure for tests and operators
         self._prepared_keys: dict[str, jwt.PyJWK] = {}
+        # Tokens that passed every check, with their claims. A token cannot change, so checking its
+        # signature again on its next request would only repeat the same answer; its expiry is
+        # checked on every use, and revocation (a password change, a deactivation) is decided from
+        # the database on every request, cached or not.
+        self._verified: OrderedDict[tuple[str | None, str, tuple[str, ...]], JWTPayload] = OrderedDict()
 
     def create_salt_and_hashed_password(self, *, plaintext_password: str) -> UserPasswordUpdate:
         salt = self.generate_salt()
@@ -114,6 +124,21 @@ class AuthService:
         signature, expiry, issue time, audience and issuer are all checked. Tokens signed with a
         previous key (SECRET_KEY_PREVIOUS) stay valid until they expire.
         """
+        cache_key = (token, secret_key, previous_keys)
+        cached = self._verified.get(cache_key)
+        if cached is not None:
+            if cached.exp + JWT_LEEWAY_SECONDS > time.time():
+                self._verified.move_to_end(cache_key)
+                return cached
+            del self._verified[cache_key]
+            raise AuthException("Could not validate token credentials.")
+        claims = self._verify(token=token, secret_key=secret_key, previous_keys=previous_keys)
+        self._verified[cache_key] = claims
+        if len(self._verified) > VERIFIED_TOKENS_CACHED:
+            self._verified.popitem(last=False)
+        return claims
+
+    def _verify(self, *, token: str | None, secret_key: str, previous_keys: tuple[str, ...]) -> JWTPayload:
         for key in (secret_key, *previous_keys):
             try:
                 claims = jwt.decode(

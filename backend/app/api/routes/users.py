@@ -59,7 +59,10 @@ def access_token_for(user: UserInDB) -> AccessToken:
 
 
 def public(user: UserInDB, *, access_token: AccessToken | None = None) -> UserPublic:
-    return UserPublic(**user.model_dump(exclude={"password", "salt", "token_version"}), access_token=access_token)
+    # UserPublic has no password, salt or token version field: they cannot come along.
+    view = UserPublic.model_validate(user, from_attributes=True)
+    view.access_token = access_token
+    return view
 
 
 @router.post(
