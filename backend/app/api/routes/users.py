@@ -123,8 +123,7 @@ async def user_login_with_email_and_password(
         await events.record(kind=Event.login_failure, user_id=user_id, client_address=client_address)
         raise unauthorized(LOGIN_FAILED)
     # The right password: this attempt does not count against the address, and the account's slate is wiped.
-    await limits.forget_hit(hit=hit)
-    await limits.clear(bucket=LOGIN_ACCOUNT, key=login_account_key(username))
+    await limits.clear(bucket=LOGIN_ACCOUNT, key=login_account_key(username), hit=hit)
     if not user.is_active:
         raise unauthorized(NOT_ACTIVE)
     await events.record(kind=Event.login_success, user_id=user.id, client_address=client_address)

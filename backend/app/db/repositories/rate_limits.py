@@ -30,8 +30,10 @@ DELETE_HITS_BY_ID_QUERY = """
     DELETE FROM rate_limit_hits WHERE id = ANY(CAST(:ids AS bigint[]));
 """
 
+# A key's whole count, and with it the other buckets' rows of one attempt (by id).
 CLEAR_KEY_QUERY = """
-    DELETE FROM rate_limit_hits WHERE bucket = :bucket AND key = :key;
+    DELETE FROM rate_limit_hits
+    WHERE (bucket = :bucket AND key = :key) OR id = ANY(CAST(:ids AS bigint[]));
 """
 
 PURGE_QUERY = """
@@ -70,8 +72,9 @@ class RateLimitsRepository(BaseRepository):
         """Take an attempt back out of its buckets: it was refused, or it succeeded."""
         await self.db.execute(DELETE_HITS_BY_ID_QUERY, {"ids": hit.ids})
 
-    async def clear(self, *, bucket: str, key: str) -> None:
-        await self.db.execute(CLEAR_KEY_QUERY, {"bucket": bucket, "key": key})
+    async def clear(self, *, bucket: str, key: str, hit: Hit | None = None) -> None:
+        """Wipe a key's count; with `hit`, take that attempt out of its other buckets too."""
+        await self.db.execute(CLEAR_KEY_QUERY, {"bucket": bucket, "key": key, "ids": hit.ids if hit else []})
 
     async def purge(self, *, older_than_seconds: int) -> None:
         await self.db.execute(PURGE_QUERY, {"older_than": float(older_than_seconds)})

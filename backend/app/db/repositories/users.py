@@ -191,12 +191,10 @@ class UsersRepository(BaseRepository):
     async def update_user(self, *, user: UserInDB, user_update: UserUpdate) -> UserInDB:
         changes = user_update.model_dump(exclude_unset=True)
         email, username = changes.get("email", user.email), changes.get("username", user.username)
-        # Another user holding the name is a conflict; the caller re-casing their own is not.
-        holder = await self.get_user_by_email(email=email)
-        if holder is not None and holder.id != user.id:
+        # A name that changes (not merely its case: that one is the caller's own) must be free.
+        if email.lower() != user.email.lower() and await self.get_user_by_email(email=email):
             raise EmailAlreadyTakenError
-        holder = await self.get_user_by_username(username=username)
-        if holder is not None and holder.id != user.id:
+        if username.lower() != user.username.lower() and await self.get_user_by_username(username=username):
             raise UsernameAlreadyTakenError
         updated = await self._write_user(UPDATE_USER_QUERY, {"id": user.id, "email": email, "username": username})
         assert updated is not None  # the caller's own row
