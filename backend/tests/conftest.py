@@ -1,8 +1,13 @@
-"""Fixtures: a real, migrated PostgreSQL test database, the app on it, and an HTTP client.
+"""Fixtures: a real, migrated PostgreSQL test database, the app on it, and HTTP clients.
 
 The test database is the configured database's name + "_test" on the same server (the embedded
-one by default), dropped and re-created with Alembic at the start of every session; the
-development database is never touched.
+one by default), selected by TESTING=1 as in the tutorial, dropped and re-created with Alembic at
+the start of every session; the development database is never touched.
+
+The tutorial's fixtures are here under its names, with its users and data (`test_user` to
+`test_user6`, `test_user_list`, `authorized_client`, `create_authorized_client`, `test_cleaning`),
+so that its test files run against Phresh unchanged. One difference: every test starts from empty
+tables (`empty_tables`), so no test depends on rows another test left behind.
 """
 
 import os
@@ -13,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 # (real bcrypt, lower cost). The environment wins over a developer's .env.
 os.environ["SECRET_KEY"] = secrets.token_hex(32)
 os.environ["BCRYPT_ROUNDS"] = "4"
+os.environ["TESTING"] = "1"
 
 import pytest
 from asgi_lifespan import LifespanManager
@@ -21,14 +27,21 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient, Response
 
 from app.core.config import DATABASE_URL, JWT_TOKEN_PREFIX, SECRET_KEY
-from app.db.admin import migrate, recreate_database, sibling_database
+from app.db.admin import migrate, recreate_database
 from app.db.repositories.cleanings import CleaningsRepository
 from app.db.repositories.users import UsersRepository
 from app.models.cleaning import CleaningCreate, CleaningInDB
-from app.models.user import UserCreate, UserInDB
+from app.models.user import UserCreate, UserInDB, UserPublic
 from app.services import auth_service
 
-TEST_DATABASE_URL: DatabaseURL = sibling_database(DATABASE_URL, "test")
+# TESTING=1 made the configured database `<database>_test`. Processes the tests start get that
+# URL spelled out (DATABASE_URL), so the switch must not reach them: they would add `_test` again.
+del os.environ["TESTING"]
+TEST_DATABASE_URL: DatabaseURL = DATABASE_URL
+assert str(TEST_DATABASE_URL.database).endswith("_test")
+
+# A user as the tutorial's fixtures hand them out (populated, with a profile), or as stored.
+AnyUser = UserInDB | UserPublic
 
 
 @pytest.fixture(scope="session")
@@ -45,42 +58,47 @@ def app(apply_migrations: None) -> FastAPI:
 
 
 @pytest.fixture(scope="session")
-async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
-    async with (
-        LifespanManager(app),
-        AsyncClient(
-            transport=ASGITransport(app=app),
-            base_url="http://testserver",
-            headers={"Content-Type": "application/json"},
-        ) as client,
-    ):
+async def started_app(app: FastAPI) -> AsyncIterator[FastAPI]:
+    """The app with its lifespan run (the database pool open) for the whole session."""
+    async with LifespanManager(app):
+        yield app
+
+
+@pytest.fixture
+async def client(started_app: FastAPI) -> AsyncIterator[AsyncClient]:
+    """An anonymous client, new for each test: a test may change its headers (the tutorial's do)."""
+    async with AsyncClient(
+        transport=ASGITransport(app=started_app),
+        base_url="http://testserver",
+        headers={"Content-Type": "application/json"},
+    ) as client:
         yield client
 
 
 @pytest.fixture(scope="session")
-def db(app: FastAPI, client: AsyncClient) -> Database:
-    # `client` runs the app's lifespan, which opens the pool.
-    database: Database = app.state._db
+def db(started_app: FastAPI) -> Database:
+    database: Database = started_app.state._db
     return database
 
 
 @pytest.fixture(autouse=True)
 async def empty_tables(db: Database) -> None:
     """Every test starts from empty tables, so no test depends on another's rows."""
-    await db.execute("TRUNCATE users, cleanings, security_events, rate_limit_hits RESTART IDENTITY CASCADE")
+    await db.execute("TRUNCATE users, profiles, cleanings, security_events, rate_limit_hits RESTART IDENTITY CASCADE")
 
 
-def auth_headers(user: UserInDB) -> dict[str, str]:
+def auth_headers(user: AnyUser) -> dict[str, str]:
     token = auth_service.create_access_token_for_user(user=user, secret_key=str(SECRET_KEY))
     return {"Authorization": f"{JWT_TOKEN_PREFIX} {token}"}
 
 
 @pytest.fixture
-async def client_for(app: FastAPI, client: AsyncClient) -> AsyncIterator[Callable[[UserInDB], AsyncClient]]:
-    """Make clients that send a user's bearer token (the shared `client` stays anonymous)."""
+async def client_for(started_app: FastAPI) -> AsyncIterator[Callable[[AnyUser], AsyncClient]]:
+    """Make clients that send a user's bearer token (the `client` fixture stays anonymous)."""
+    app = started_app
     clients: list[AsyncClient] = []
 
-    def make(user: UserInDB) -> AsyncClient:
+    def make(user: AnyUser) -> AsyncClient:
         authorized = AsyncClient(
             transport=ASGITransport(app=app),
             base_url="http://testserver",
@@ -95,8 +113,9 @@ async def client_for(app: FastAPI, client: AsyncClient) -> AsyncIterator[Callabl
 
 
 @pytest.fixture
-async def client_from(app: FastAPI, client: AsyncClient) -> AsyncIterator[Callable[[str], AsyncClient]]:
+async def client_from(started_app: FastAPI) -> AsyncIterator[Callable[[str], AsyncClient]]:
     """Make anonymous clients that connect from a given address (for per-address limits)."""
+    app = started_app
     clients: list[AsyncClient] = []
 
     def make(address: str) -> AsyncClient:
@@ -122,18 +141,48 @@ async def log_in(app: FastAPI, client: AsyncClient, username: str, password: str
 
 
 @pytest.fixture
-def authorized_client(client_for: Callable[[UserInDB], AsyncClient], test_user: UserInDB) -> AsyncClient:
+def authorized_client(client_for: Callable[[AnyUser], AsyncClient], test_user: UserPublic) -> AsyncClient:
+    """A client logged in as `test_user` (the tutorial's fixture)."""
     return client_for(test_user)
 
 
+@pytest.fixture
+def create_authorized_client(client_for: Callable[[AnyUser], AsyncClient]) -> Callable[..., AsyncClient]:
+    """The tutorial's factory: `create_authorized_client(user=...)` is a client logged in as that user."""
+
+    def _create_authorized_client(*, user: AnyUser) -> AsyncClient:
+        return client_for(user)
+
+    return _create_authorized_client
+
+
 async def create_user(db: Database, *, email: str, username: str, password: str, superuser: bool = False) -> UserInDB:
+    """Register a user through the repository; the stored user (password hash, salt, token version)."""
     user_repo = UsersRepository(db)
     user = await user_repo.register_new_user(new_user=UserCreate(email=email, username=username, password=password))
     if superuser:
         promoted = await user_repo.make_superuser(id=user.id)
         assert promoted is not None
         return promoted
-    return user
+    stored = await user_repo.get_user_by_id(user_id=user.id, populate=False)
+    assert stored is not None
+    return stored
+
+
+async def stored(db: Database, user: AnyUser) -> UserInDB:
+    """The user as stored now: password hash, salt and token version included."""
+    found = await UsersRepository(db).get_user_by_id(user_id=user.id, populate=False)
+    assert found is not None
+    return found
+
+
+async def user_fixture_helper(*, db: Database, new_user: UserCreate) -> UserPublic:
+    """The tutorial's helper: the user with that email (populated, with a profile), registered if new."""
+    user_repo = UsersRepository(db)
+    existing_user = await user_repo.get_user_by_email(email=new_user.email)
+    if existing_user:
+        return existing_user
+    return await user_repo.register_new_user(new_user=new_user)
 
 
 @pytest.fixture
@@ -142,18 +191,55 @@ def new_cleaning() -> CleaningCreate:
 
 
 @pytest.fixture
-async def test_cleaning(db: Database, new_cleaning: CleaningCreate, test_user: UserInDB) -> CleaningInDB:
+async def test_cleaning(db: Database, test_user: UserPublic) -> CleaningInDB:
+    """A new cleaning owned by `test_user`, as the tutorial makes it."""
+    new_cleaning = CleaningCreate(
+        name="fake cleaning name", description="fake cleaning description", price=9.99, cleaning_type="spot_clean"
+    )
     return await CleaningsRepository(db).create_cleaning(new_cleaning=new_cleaning, requesting_user=test_user)
 
 
 @pytest.fixture
-async def test_user(db: Database) -> UserInDB:
-    return await create_user(db, email="lebron@james.io", username="lebronjames", password="heatcavslakers")
+async def test_user(db: Database) -> UserPublic:
+    new_user = UserCreate(email="lebron@james.io", username="lebronjames", password="heatcavslakers")
+    return await user_fixture_helper(db=db, new_user=new_user)
 
 
 @pytest.fixture
-async def test_user2(db: Database) -> UserInDB:
-    return await create_user(db, email="serena@williams.io", username="serenawilliams", password="tennistwins")
+async def test_user2(db: Database) -> UserPublic:
+    new_user = UserCreate(email="serena@williams.io", username="serenawilliams", password="tennistwins")
+    return await user_fixture_helper(db=db, new_user=new_user)
+
+
+@pytest.fixture
+async def test_user3(db: Database) -> UserPublic:
+    new_user = UserCreate(email="brad@pitt.io", username="bradpitt", password="adastra")
+    return await user_fixture_helper(db=db, new_user=new_user)
+
+
+@pytest.fixture
+async def test_user4(db: Database) -> UserPublic:
+    new_user = UserCreate(email="jennifer@lopez.io", username="jlo", password="jennyfromtheblock")
+    return await user_fixture_helper(db=db, new_user=new_user)
+
+
+@pytest.fixture
+async def test_user5(db: Database) -> UserPublic:
+    new_user = UserCreate(email="bruce@lee.io", username="brucelee", password="martialarts")
+    return await user_fixture_helper(db=db, new_user=new_user)
+
+
+@pytest.fixture
+async def test_user6(db: Database) -> UserPublic:
+    new_user = UserCreate(email="kal@penn.io", username="kalpenn", password="haroldandkumar")
+    return await user_fixture_helper(db=db, new_user=new_user)
+
+
+@pytest.fixture
+def test_user_list(
+    test_user3: UserPublic, test_user4: UserPublic, test_user5: UserPublic, test_user6: UserPublic
+) -> list[UserPublic]:
+    return [test_user3, test_user4, test_user5, test_user6]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from uuid import uuid4
 import jwt
 import pytest
 from databases import Database
-from fastapi import FastAPI, status
+from fastapi import FastAPI, HTTPException, status
 from httpx import AsyncClient, Response
 
 from app.core.config import JWT_ALGORITHM, JWT_AUDIENCE, JWT_TOKEN_PREFIX, SECRET_KEY
@@ -19,7 +19,7 @@ from app.models.token import AccessToken
 from app.models.user import UserInDB, UserPublic
 from app.services import auth_service
 from app.services.authentication import AuthException
-from tests.conftest import create_user
+from tests.conftest import create_user, stored
 
 LOGIN_FAILED = {"detail": "Authentication was unsuccessful."}
 
@@ -39,8 +39,9 @@ def claims(**overrides: object) -> dict[str, object]:
         "aud": JWT_AUDIENCE,
         "iat": int(now.timestamp()),
         "exp": int((now + timedelta(minutes=5)).timestamp()),
-        "sub": "1",
+        "sub": "lebron@james.io",
         "username": "lebronjames",
+        "uid": 1,
         "ver": 0,
         "jti": uuid4().hex,
     }
@@ -61,8 +62,12 @@ class TestUserLogin:
         token = AccessToken(**res.json())
         assert token.token_type == "bearer"
         decoded = jwt.decode(token.access_token, str(SECRET_KEY), audience=JWT_AUDIENCE, algorithms=[JWT_ALGORITHM])
-        assert decoded["username"] == test_user.username
-        assert decoded["sub"] == str(test_user.id)
+        # the tutorial's claims, and the id the server goes by
+        assert (decoded["sub"], decoded["username"], decoded["uid"]) == (
+            test_user.email,
+            test_user.username,
+            test_user.id,
+        )
 
         me = await client.get(
             app.url_path_for("users:get-current-user"),
@@ -154,8 +159,12 @@ class TestAuthTokens:
         token = auth_service.create_access_token_for_user(user=test_user, secret_key=str(SECRET_KEY))
         if wrong_token == "use correct token":
             wrong_token = token
-        with pytest.raises(AuthException):
+        # the tutorial's contract: FastAPI's 401, ready to propagate from a dependency
+        with pytest.raises(HTTPException) as raised:
             auth_service.get_username_from_token(token=wrong_token, secret_key=str(secret))
+        assert raised.value.status_code == status.HTTP_401_UNAUTHORIZED
+        assert raised.value.detail == "Could not validate token credentials."
+        assert raised.value.headers == {"WWW-Authenticate": "Bearer"}
 
 
 class TestForgedTokens:
@@ -163,7 +172,9 @@ class TestForgedTokens:
 
     @pytest.fixture
     def valid_claims(self, test_user: UserInDB) -> Callable[..., dict[str, object]]:
-        return lambda **overrides: claims(**{"sub": str(test_user.id), "username": test_user.username, **overrides})
+        return lambda **overrides: claims(
+            **{"sub": test_user.email, "username": test_user.username, "uid": test_user.id, **overrides}
+        )
 
     async def me(self, app: FastAPI, client: AsyncClient, token: str) -> Response:
         return await client.get(
@@ -207,6 +218,7 @@ class TestForgedTokens:
             "unknown user",
             "user id beyond any integer",
             "not a user id",
+            "no user id",
             "no token version",
             "no token id",
             "issued in the future",
@@ -236,11 +248,12 @@ class TestForgedTokens:
             "no expiry": lambda: jwt.encode({k: v for k, v in valid_claims().items() if k != "exp"}, key),
             "no issued-at": lambda: jwt.encode({k: v for k, v in valid_claims().items() if k != "iat"}, key),
             "expired": lambda: sign(exp=past),
-            "tampered payload": lambda: f"{header}.{b64(valid_claims(sub='2'))}.{signature}",
+            "tampered payload": lambda: f"{header}.{b64(valid_claims(uid=2))}.{signature}",
             "tampered signature": lambda: f"{header}.{payload}.{signature[:-4]}AAAA",
-            "unknown user": lambda: sign(sub="999999"),
-            "user id beyond any integer": lambda: sign(sub="99999999999999"),
-            "not a user id": lambda: sign(sub="lebron@james.io"),
+            "unknown user": lambda: sign(uid=999999),
+            "user id beyond any integer": lambda: sign(uid=99999999999999),
+            "not a user id": lambda: sign(uid="lebron@james.io"),
+            "no user id": lambda: jwt.encode({k: v for k, v in valid_claims().items() if k != "uid"}, key),
             "no token version": lambda: jwt.encode({k: v for k, v in valid_claims().items() if k != "ver"}, key),
             "no token id": lambda: jwt.encode({k: v for k, v in valid_claims().items() if k != "jti"}, key),
             "issued in the future": lambda: sign(iat=int((datetime.now(UTC) + timedelta(minutes=1)).timestamp())),
@@ -249,13 +262,13 @@ class TestForgedTokens:
         res = await self.me(app, client, token)
         assert res.status_code == status.HTTP_401_UNAUTHORIZED
         assert res.headers["WWW-Authenticate"] == "Bearer"
-        expected = "No authenticated user." if forgery in ("unknown user", "user id beyond any integer") else None
+        expected = "No authenticated user." if forgery == "unknown user" else None
         assert res.json()["detail"] == (expected or "Could not validate token credentials.")
 
 
 class TestUserMe:
     async def test_authenticated_user_can_retrieve_own_data(
-        self, app: FastAPI, authorized_client: AsyncClient, test_user: UserInDB
+        self, app: FastAPI, authorized_client: AsyncClient, db: Database, test_user: UserPublic
     ) -> None:
         res = await authorized_client.get(app.url_path_for("users:get-current-user"))
         assert res.status_code == status.HTTP_200_OK
@@ -265,7 +278,11 @@ class TestUserMe:
         assert user.id == test_user.id
         for secret in ("password", "salt", "token_version"):
             assert secret not in res.json()
-        assert test_user.password not in res.text and test_user.salt not in res.text
+        in_db = await stored(db, test_user)
+        assert in_db.password not in res.text and in_db.salt not in res.text
+        # with the profile every user has (Part 9)
+        assert user.profile is not None and user.profile.user_id == test_user.id
+        assert user.access_token is None
 
     async def test_user_cannot_access_own_data_if_not_authenticated(self, app: FastAPI, client: AsyncClient) -> None:
         res = await client.get(app.url_path_for("users:get-current-user"))
@@ -333,7 +350,7 @@ class TestNoSecretsInResponses:
             json={"new_user": {"email": "private@example.com", "username": "private", "password": password}},
         )
         responses = [res]
-        user = await UsersRepository(db).get_user_by_email(email="private@example.com")
+        user = await UsersRepository(db).get_user_by_email(email="private@example.com", populate=False)
         assert user is not None
         me = client_for(user)
         admin = client_for(test_superuser)
@@ -341,15 +358,15 @@ class TestNoSecretsInResponses:
             await login(app, client, username="private@example.com", password=password),
             await me.get(app.url_path_for("users:get-current-user")),
             await me.put(app.url_path_for("users:update-current-user"), json={"user_update": {"username": "private2"}}),
-            await admin.get(app.url_path_for("users:list-users")),
-            await admin.post(app.url_path_for("users:deactivate-user", user_id=user.id)),
-            await admin.post(app.url_path_for("users:reactivate-user", user_id=user.id)),
             await me.put(
                 app.url_path_for("users:change-password"),
                 json={"password_change": {"current_password": password, "new_password": "another-secret"}},
             ),
+            await admin.get(app.url_path_for("users:list-users")),
+            await admin.post(app.url_path_for("users:deactivate-user", user_id=user.id)),
+            await admin.post(app.url_path_for("users:reactivate-user", user_id=user.id)),
         ]
-        changed = await UsersRepository(db).get_user_by_id(id=user.id)
+        changed = await UsersRepository(db).get_user_by_id(user_id=user.id, populate=False)
         assert changed is not None
         secrets = [password, "another-secret", user.password, user.salt, changed.password, changed.salt]
         for res in responses:

@@ -7,8 +7,8 @@ from fastapi import FastAPI, status
 from httpx import AsyncClient
 
 from app.db.repositories.cleanings import CleaningsRepository
-from app.models.cleaning import CleaningCreate, CleaningInDB
-from app.models.user import UserInDB
+from app.models.cleaning import CleaningCreate, CleaningInDB, CleaningPublic
+from app.models.user import UserInDB, UserPublic
 
 
 class TestCleaningsRoutes:
@@ -89,21 +89,38 @@ class TestCreateCleaning:
 
 class TestGetCleaning:
     async def test_get_cleaning_by_id(
-        self, app: FastAPI, authorized_client: AsyncClient, test_cleaning: CleaningInDB
+        self, app: FastAPI, authorized_client: AsyncClient, test_user: UserPublic, test_cleaning: CleaningInDB
     ) -> None:
         res = await authorized_client.get(
             app.url_path_for("cleanings:get-cleaning-by-id", cleaning_id=test_cleaning.id)
         )
         assert res.status_code == status.HTTP_200_OK
-        cleaning = CleaningInDB(**res.json())
-        assert cleaning == test_cleaning
+        cleaning = CleaningPublic(**res.json())
+        assert cleaning.model_dump(exclude={"owner"}) == test_cleaning.model_dump(exclude={"owner"})
+        # the owner comes embedded, with their profile and without any secret (Part 17)
+        owner = res.json()["owner"]
+        assert (owner["id"], owner["username"], owner["email"]) == (test_user.id, test_user.username, test_user.email)
+        assert owner["profile"]["user_id"] == test_user.id and owner["profile"]["username"] == test_user.username
+        assert owner["access_token"] is None
+        assert not {"password", "salt", "token_version"} & owner.keys()
+
+    async def test_a_cleaning_whose_owner_is_gone_shows_no_owner(
+        self, app: FastAPI, authorized_client: AsyncClient, db: Database, test_cleaning: CleaningInDB
+    ) -> None:
+        # Cleanings from before owners existed (Part 5) have none.
+        await db.execute("UPDATE cleanings SET owner = NULL WHERE id = :id", values={"id": test_cleaning.id})
+        res = await authorized_client.get(
+            app.url_path_for("cleanings:get-cleaning-by-id", cleaning_id=test_cleaning.id)
+        )
+        assert res.status_code == status.HTTP_200_OK
+        assert res.json()["owner"] is None
 
     @pytest.mark.parametrize(
         "id, status_code",
         (
             (500, 404),
-            (-1, 404),
-            (0, 404),
+            (-1, 422),  # an id is a positive integer (Part 10)
+            (0, 422),
             (2**31, 404),  # beyond PostgreSQL's integer: no such row, not a driver error
             (10**30, 404),
             (None, 422),
@@ -175,7 +192,7 @@ class TestUpdateCleaning:
         for attr in {"name", "description", "price", "cleaning_type"} - set(attrs_to_change):
             assert getattr(updated, attr) == getattr(test_cleaning, attr)
         # and the database agrees with the response
-        assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id) == updated
+        assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id, populate=False) == updated
         assert updated.updated_at is not None and test_cleaning.updated_at is not None
         assert updated.updated_at > test_cleaning.updated_at
 
@@ -214,7 +231,7 @@ class TestUpdateCleaning:
         assert res.status_code == status_code
         if status_code == 400:
             assert res.json() == {"detail": "Invalid cleaning type. Cannot be None."}
-        assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id) == test_cleaning
+        assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id, populate=False) == test_cleaning
 
     async def test_concurrent_partial_updates_both_land(
         self, app: FastAPI, authorized_client: AsyncClient, test_cleaning: CleaningInDB
@@ -267,7 +284,7 @@ class TestDeleteCleaning:
     ) -> None:
         res = await authorized_client.delete(app.url_path_for("cleanings:delete-cleaning-by-id", cleaning_id=id))
         assert res.status_code == status_code
-        assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id) == test_cleaning
+        assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id, populate=False) == test_cleaning
 
 
 class TestCleaningOwnership:
@@ -297,7 +314,7 @@ class TestCleaningOwnership:
         assert res.status_code == status.HTTP_401_UNAUTHORIZED
         assert res.headers["WWW-Authenticate"] == "Bearer"
         assert await db.fetch_val("SELECT count(*) FROM cleanings") == 1
-        assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id) == test_cleaning
+        assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id, populate=False) == test_cleaning
 
     async def test_the_creator_owns_a_new_cleaning(
         self, app: FastAPI, authorized_client: AsyncClient, test_user: UserInDB
@@ -337,7 +354,8 @@ class TestCleaningOwnership:
         path = app.url_path_for("cleanings:get-cleaning-by-id", cleaning_id=test_cleaning.id)
         res = await client_for(test_user2).get(path)
         assert res.status_code == status.HTTP_200_OK
-        assert CleaningInDB(**res.json()) == test_cleaning
+        assert CleaningPublic(**res.json()).model_dump(exclude={"owner"}) == test_cleaning.model_dump(exclude={"owner"})
+        assert res.json()["owner"]["id"] == test_cleaning.owner
 
     @pytest.mark.parametrize(
         "method, route, body",
@@ -360,8 +378,8 @@ class TestCleaningOwnership:
         other = client_for(test_user2)
         res = await other.request(method, app.url_path_for(route, cleaning_id=test_cleaning.id), json=body)
         assert res.status_code == status.HTTP_403_FORBIDDEN
-        assert res.json() == {"detail": "Action forbidden. Users are only able to modify cleanings they own."}
-        assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id) == test_cleaning
+        assert res.json() == {"detail": "Users are only able to modify cleanings that they created."}
+        assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id, populate=False) == test_cleaning
 
         # a cleaning that does not exist is still a 404, not a 403
         res = await other.request(method, app.url_path_for(route, cleaning_id=test_cleaning.id + 1), json=body)
@@ -389,7 +407,7 @@ class TestCleaningOwnership:
         self, db: Database, test_user: UserInDB, test_cleaning: CleaningInDB
     ) -> None:
         await db.execute("DELETE FROM users WHERE id = :id", values={"id": test_user.id})
-        assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id) is None
+        assert await CleaningsRepository(db).get_cleaning_by_id(id=test_cleaning.id, populate=False) is None
 
 
 class TestCleaningsFromBeforeOwners:

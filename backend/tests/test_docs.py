@@ -17,6 +17,8 @@ LOCKED = {
     ("get", "/api/cleanings/{cleaning_id}/"),
     ("put", "/api/cleanings/{cleaning_id}/"),
     ("delete", "/api/cleanings/{cleaning_id}/"),
+    ("get", "/api/profiles/{username}/"),
+    ("put", "/api/profiles/me/"),
 }
 
 

@@ -71,12 +71,15 @@ async def insert_user(url: DatabaseURL) -> str:
     update = auth_service.create_salt_and_hashed_password(plaintext_password="outage-pass")
     conn = await asyncpg.connect(libpq_url(url))
     try:
-        row = await conn.fetchrow(
-            "INSERT INTO users (username, email, password, salt) VALUES ('outage', 'outage@example.com', $1, $2) "
-            "ON CONFLICT DO NOTHING RETURNING id, username, email, password, salt, created_at, updated_at",
-            update.password,
-            update.salt,
-        )
+        async with conn.transaction():  # a user and their profile, or neither
+            row = await conn.fetchrow(
+                "INSERT INTO users (username, email, password, salt) VALUES ('outage', 'outage@example.com', $1, $2) "
+                "ON CONFLICT DO NOTHING RETURNING id, username, email, password, salt, created_at, updated_at",
+                update.password,
+                update.salt,
+            )
+            if row is not None:
+                await conn.execute("INSERT INTO profiles (user_id) VALUES ($1)", row["id"])
         if row is None:
             row = await conn.fetchrow("SELECT * FROM users WHERE username = 'outage'")
     finally:

@@ -24,10 +24,10 @@ from app.core.config import (
     SECRET_KEY,
 )
 from app.db.repositories.users import UsersRepository
-from app.models.user import UserInDB
+from app.models.user import UserInDB, UserPublic
 from app.services import auth_service
 from scripts.live_server import live_server
-from tests.conftest import TEST_DATABASE_URL, log_in
+from tests.conftest import TEST_DATABASE_URL, log_in, stored
 
 PASSWORD = "heatcavslakers"  # test_user's
 
@@ -38,24 +38,24 @@ def register_body(i: int | str, **changes: str) -> dict[str, dict[str, str]]:
 
 class TestStoredHashesUpgradeThemselves:
     async def test_raising_the_cost_rehashes_at_the_next_successful_login(
-        self, db: Database, test_user: UserInDB
+        self, db: Database, test_user: UserPublic
     ) -> None:
-        assert ",r=4$" in test_user.password
+        user_in_db = await stored(db, test_user)
+        assert ",r=4$" in user_in_db.password
         with live_server(TEST_DATABASE_URL, env={"BCRYPT_ROUNDS": "5"}) as base_url:
             form = {"username": test_user.email, "password": "not-it"}
             assert httpx.post(f"{base_url}/api/users/login/token/", data=form).status_code == 401
-            unchanged = await UsersRepository(db).get_user_by_id(id=test_user.id)
-            assert unchanged is not None and unchanged.password == test_user.password  # a failure changes nothing
+            unchanged = await stored(db, test_user)
+            assert unchanged.password == user_in_db.password  # a failure changes nothing
 
             form["password"] = PASSWORD
             assert httpx.post(f"{base_url}/api/users/login/token/", data=form).status_code == 200
 
-        upgraded = await UsersRepository(db).get_user_by_id(id=test_user.id)
-        assert upgraded is not None
-        assert ",r=5$" in upgraded.password and upgraded.password != test_user.password
-        assert upgraded.salt == test_user.salt
+        upgraded = await stored(db, test_user)
+        assert ",r=5$" in upgraded.password and upgraded.password != user_in_db.password
+        assert upgraded.salt == user_in_db.salt
         assert auth_service.verify_password(password=PASSWORD, salt=upgraded.salt, hashed_pw=upgraded.password)
-        assert upgraded.token_version == test_user.token_version  # same password: no token is revoked
+        assert upgraded.token_version == user_in_db.token_version  # same password: no token is revoked
 
     async def test_the_tutorials_plain_bcrypt_hashes_still_log_in_and_are_upgraded(
         self, app: FastAPI, client: AsyncClient, db: Database
@@ -63,11 +63,14 @@ class TestStoredHashesUpgradeThemselves:
         salt = bcrypt.gensalt().decode()
         legacy = bcrypt.hashpw(("old-school" + salt).encode(), bcrypt.gensalt(4)).decode()
         await db.execute(
-            "INSERT INTO users (username, email, password, salt) VALUES ('veteran', 'veteran@example.com', :h, :s)",
+            "WITH veteran AS ("
+            "  INSERT INTO users (username, email, password, salt)"
+            "  VALUES ('veteran', 'veteran@example.com', :h, :s) RETURNING id"
+            ") INSERT INTO profiles (user_id) SELECT id FROM veteran",
             values={"h": legacy, "s": salt},
         )
         assert (await log_in(app, client, "veteran@example.com", "old-school")).status_code == status.HTTP_200_OK
-        user = await UsersRepository(db).get_user_by_email(email="veteran@example.com")
+        user = await UsersRepository(db).get_user_by_email(email="veteran@example.com", populate=False)
         assert user is not None and user.password.startswith("$bcrypt-sha256$")
         assert (await log_in(app, client, "veteran@example.com", "old-school")).status_code == status.HTTP_200_OK
         assert (await log_in(app, client, "veteran@example.com", "old-schoo")).status_code == 401
@@ -339,14 +342,14 @@ class TestNoSecretsInLogs:
         token = (await log_in(app, client, "quiet@example.com", password)).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         await client.get(app.url_path_for("users:get-current-user"), headers=headers)
-        before = await UsersRepository(db).get_user_by_email(email="quiet@example.com")
+        before = await UsersRepository(db).get_user_by_email(email="quiet@example.com", populate=False)
         res = await client.put(
             app.url_path_for("users:change-password"),
             json={"password_change": {"current_password": password, "new_password": new_password}},
             headers=headers,
         )
         fresh_token = res.json()["access_token"]["access_token"]
-        after = await UsersRepository(db).get_user_by_email(email="quiet@example.com")
+        after = await UsersRepository(db).get_user_by_email(email="quiet@example.com", populate=False)
         assert before is not None and after is not None
 
         logged = "\n".join(record.getMessage() for record in caplog.records)
@@ -372,7 +375,7 @@ class TestSecurityEvents:
         await log_in(app, client, "user1@example.com", "a-password")
         for _ in range(LOGIN_MAX_FAILURES_PER_ACCOUNT + 1):
             await log_in(app, client, "user1@example.com", "wrong-password")
-        user = await UsersRepository(db).get_user_by_id(id=user_id)
+        user = await UsersRepository(db).get_user_by_id(user_id=user_id, populate=False)
         assert user is not None
         await client_for(user).put(
             app.url_path_for("users:change-password"),

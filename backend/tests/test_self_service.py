@@ -11,9 +11,9 @@ from httpx import AsyncClient, Response
 from app.api.routes.users import EMAIL_TAKEN, USERNAME_TAKEN
 from app.core.config import SECRET_KEY
 from app.db.repositories.users import UsersRepository
-from app.models.user import UserInDB
+from app.models.user import UserInDB, UserPublic
 from app.services import auth_service
-from tests.conftest import create_user, log_in
+from tests.conftest import create_user, log_in, stored
 
 
 async def update_me(app: FastAPI, client: AsyncClient, **changes: object) -> Response:
@@ -42,17 +42,24 @@ class TestUpdateMe:
         app: FastAPI,
         authorized_client: AsyncClient,
         db: Database,
-        test_user: UserInDB,
+        test_user: UserPublic,
         changes: dict[str, str],
     ) -> None:
+        before = await stored(db, test_user)
         res = await update_me(app, authorized_client, **changes)
         assert res.status_code == status.HTTP_200_OK
         expected = {"email": test_user.email, "username": test_user.username, **changes}
         assert {k: res.json()[k] for k in expected} == expected
-        stored = await UsersRepository(db).get_user_by_id(id=test_user.id)
-        assert stored is not None
-        assert (stored.email, stored.username) == (expected["email"], expected["username"])
-        assert (stored.password, stored.salt) == (test_user.password, test_user.salt)
+        after = await stored(db, test_user)
+        assert (after.email, after.username) == (expected["email"], expected["username"])
+        assert (after.password, after.salt) == (before.password, before.salt)
+        # the profile comes along, under the new names
+        profile = res.json()["profile"]
+        assert (profile["user_id"], profile["username"], profile["email"]) == (
+            test_user.id,
+            after.username,
+            after.email,
+        )
 
     async def test_tokens_keep_working_after_the_email_and_username_change(
         self, app: FastAPI, authorized_client: AsyncClient, client: AsyncClient
@@ -95,7 +102,7 @@ class TestUpdateMe:
         res = await update_me(app, authorized_client, **changes)
         assert res.status_code == status.HTTP_400_BAD_REQUEST
         assert res.json() == {"detail": detail}
-        assert await UsersRepository(db).get_user_by_id(id=test_user.id) == test_user
+        assert await UsersRepository(db).get_user_by_id(user_id=test_user.id) == test_user
 
     async def test_keeping_ones_own_name_is_not_taken(self, app: FastAPI, authorized_client: AsyncClient) -> None:
         res = await update_me(app, authorized_client, email="lebron@james.io", username="lebronjames")
@@ -121,7 +128,7 @@ class TestUpdateMe:
     ) -> None:
         res = await update_me(app, authorized_client, **changes)
         assert res.status_code == status.HTTP_422_UNPROCESSABLE_CONTENT
-        assert await UsersRepository(db).get_user_by_id(id=test_user.id) == test_user
+        assert await UsersRepository(db).get_user_by_id(user_id=test_user.id) == test_user
 
     async def test_racing_renames_to_one_name_end_in_one_200_and_400s(
         self, app: FastAPI, client_for: Callable[[UserInDB], AsyncClient], db: Database
@@ -142,18 +149,18 @@ class TestUpdateMe:
 
 class TestChangePassword:
     async def test_the_password_changes_and_the_answer_carries_a_fresh_token(
-        self, app: FastAPI, authorized_client: AsyncClient, client: AsyncClient, db: Database, test_user: UserInDB
+        self, app: FastAPI, authorized_client: AsyncClient, client: AsyncClient, db: Database, test_user: UserPublic
     ) -> None:
+        before = await stored(db, test_user)
         res = await change_password(app, authorized_client, "heatcavslakers", "a-brand-new-one")
         assert res.status_code == status.HTTP_200_OK
         for secret in ("password", "salt"):
             assert secret not in res.json()
         fresh_token = res.json()["access_token"]["access_token"]
 
-        stored = await UsersRepository(db).get_user_by_id(id=test_user.id)
-        assert stored is not None
-        assert stored.salt != test_user.salt
-        assert auth_service.verify_password(password="a-brand-new-one", salt=stored.salt, hashed_pw=stored.password)
+        after = await stored(db, test_user)
+        assert after.salt != before.salt
+        assert auth_service.verify_password(password="a-brand-new-one", salt=after.salt, hashed_pw=after.password)
 
         assert (await log_in(app, client, test_user.email, "heatcavslakers")).status_code == 401
         assert (await log_in(app, client, test_user.email, "a-brand-new-one")).status_code == 200
@@ -202,7 +209,7 @@ class TestChangePassword:
         assert res.status_code == status_code
         if detail:
             assert res.json() == {"detail": detail}
-        assert await UsersRepository(db).get_user_by_id(id=test_user.id) == test_user
+        assert await UsersRepository(db).get_user_by_id(user_id=test_user.id) == test_user
         # the token still works: nothing was revoked
         me = await authorized_client.get(app.url_path_for("users:get-current-user"))
         assert me.status_code == status.HTTP_200_OK

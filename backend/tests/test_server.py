@@ -52,6 +52,8 @@ class TestLiveServer:
             "/api/users/me/password/",
             "/api/users/{user_id}/deactivate/",
             "/api/users/{user_id}/reactivate/",
+            "/api/profiles/{username}/",
+            "/api/profiles/me/",
             "/api/security-events/",
             "/api/health/",
             "/api/health/ready/",

@@ -12,9 +12,9 @@ from httpx import AsyncClient
 
 from app.core.config import BACKEND_DIR
 from app.db.repositories.users import UsersRepository
-from app.models.user import UserInDB
+from app.models.user import UserInDB, UserPublic
 from app.services import auth_service
-from tests.conftest import TEST_DATABASE_URL, create_user
+from tests.conftest import TEST_DATABASE_URL, create_user, stored
 
 
 def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -40,7 +40,7 @@ class TestCreateSuperuserCommand:
         assert "created superuser boss <boss@example.com>" in result.stdout
         assert "the-boss-password" not in result.stdout + result.stderr
 
-        user = await UsersRepository(db).get_user_by_email(email="boss@example.com")
+        user = await UsersRepository(db).get_user_by_email(email="boss@example.com", populate=False)
         assert user is not None and user.is_superuser and user.is_active
         assert auth_service.verify_password(password="the-boss-password", salt=user.salt, hashed_pw=user.password)
 
@@ -52,15 +52,16 @@ class TestCreateSuperuserCommand:
         assert res.status_code == status.HTTP_200_OK
 
     async def test_promotes_and_reactivates_an_existing_user_keeping_the_password(
-        self, db: Database, test_user: UserInDB
+        self, db: Database, test_user: UserPublic
     ) -> None:
+        before = await stored(db, test_user)
         await UsersRepository(db).set_user_active(id=test_user.id, is_active=False)
         result = run_cli("create-superuser", "--email", test_user.email, "--username", "ignored")
         assert result.returncode == 0, result.stderr
         assert f"promoted {test_user.username} <{test_user.email}> to superuser" in result.stdout
-        user = await UsersRepository(db).get_user_by_id(id=test_user.id)
-        assert user is not None and user.is_superuser and user.is_active
-        assert (user.password, user.salt) == (test_user.password, test_user.salt)
+        user = await stored(db, test_user)
+        assert user.is_superuser and user.is_active
+        assert (user.password, user.salt) == (before.password, before.salt)
 
     @pytest.mark.parametrize(
         "email, username, password, complaint",
@@ -146,8 +147,13 @@ class TestDeactivation:
 
         res = await admin.post(app.url_path_for("users:reactivate-user", user_id=test_user.id))
         assert res.json()["is_active"] is True
-        assert (await user.get(app.url_path_for("users:get-current-user"))).status_code == 200
-        assert (await client.post(login_path, data=login_form, headers=form)).status_code == 200
+        # tokens minted before the deactivation stay dead: the user logs in again
+        res = await user.get(app.url_path_for("users:get-current-user"))
+        assert (res.status_code, res.json()) == (401, {"detail": "Could not validate token credentials."})
+        res = await client.post(login_path, data=login_form, headers=form)
+        assert res.status_code == status.HTTP_200_OK
+        fresh = {"Authorization": f"Bearer {res.json()['access_token']}"}
+        assert (await client.get(app.url_path_for("users:get-current-user"), headers=fresh)).status_code == 200
 
     @pytest.mark.parametrize("route", ("users:deactivate-user", "users:reactivate-user"))
     async def test_others_cannot_switch_accounts(
@@ -161,7 +167,7 @@ class TestDeactivation:
     ) -> None:
         res = await client_for(test_user).post(app.url_path_for(route, user_id=test_user2.id))
         assert res.status_code == status.HTTP_403_FORBIDDEN
-        assert await UsersRepository(db).get_user_by_id(id=test_user2.id) == test_user2
+        assert await UsersRepository(db).get_user_by_id(user_id=test_user2.id) == test_user2
 
     @pytest.mark.parametrize("user_id, status_code", ((999, 404), (2**31, 404), (0, 422), ("abc", 422)))
     async def test_unknown_users_are_404_and_bad_ids_422(

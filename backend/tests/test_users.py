@@ -35,14 +35,20 @@ class TestUserRegistration:
         res = await client.post(app.url_path_for("users:register-new-user"), json={"new_user": new_user})
         assert res.status_code == status.HTTP_201_CREATED
 
-        user_in_db = await user_repo.get_user_by_email(email=new_user["email"])
+        user_in_db = await user_repo.get_user_by_email(email=new_user["email"], populate=False)
         assert user_in_db is not None
         assert user_in_db.email == new_user["email"]
         assert user_in_db.username == new_user["username"]
-        # the response is the stored user, minus the secrets, plus a bearer token for it
+        # the response is the stored user, minus the secrets, plus a bearer token for it ...
         created_user = UserPublic(**res.json())
-        assert created_user.model_dump(exclude={"access_token"}) == user_in_db.model_dump(
-            exclude={"password", "salt", "token_version"}
+        assert created_user.model_dump(exclude={"access_token", "profile"}) == user_in_db.model_dump(
+            exclude={"password", "salt"}
+        )
+        # ... and the empty profile made with it (Part 9)
+        assert created_user.profile is not None
+        assert created_user.profile.user_id == created_user.id
+        assert created_user.profile.model_dump(include={"full_name", "phone_number", "bio", "image"}) == dict.fromkeys(
+            ("full_name", "phone_number", "bio", "image")
         )
         assert created_user.access_token is not None
         assert created_user.access_token.token_type == "bearer"
@@ -116,7 +122,7 @@ class TestUserRegistration:
         res = await client.post(app.url_path_for("users:register-new-user"), json={"new_user": new_user})
         assert res.status_code == status.HTTP_201_CREATED
 
-        user_in_db = await UsersRepository(db).get_user_by_email(email=new_user["email"])
+        user_in_db = await UsersRepository(db).get_user_by_email(email=new_user["email"], populate=False)
         assert user_in_db is not None
         assert user_in_db.salt is not None and user_in_db.salt != "123"
         assert user_in_db.password != new_user["password"]
@@ -134,7 +140,7 @@ class TestUserRegistration:
         new_user = {"email": "secret@example.com", "username": "secretive", "password": "my-secret-pass"}
         res = await client.post(app.url_path_for("users:register-new-user"), json={"new_user": new_user})
         assert res.status_code == status.HTTP_201_CREATED
-        user_in_db = await UsersRepository(db).get_user_by_email(email=new_user["email"])
+        user_in_db = await UsersRepository(db).get_user_by_email(email=new_user["email"], populate=False)
         assert user_in_db is not None
         assert "password" not in res.json() and "salt" not in res.json()
         for secret in (new_user["password"], user_in_db.password, user_in_db.salt):
@@ -179,7 +185,7 @@ class TestPasswordHashing:
         new_user = {"email": "long@example.com", "username": "longpass", "password": password}
         res = await client.post(app.url_path_for("users:register-new-user"), json={"new_user": new_user})
         assert res.status_code == status.HTTP_201_CREATED
-        user = await UsersRepository(db).get_user_by_email(email="long@example.com")
+        user = await UsersRepository(db).get_user_by_email(email="long@example.com", populate=False)
         assert user is not None
         assert auth_service.verify_password(password=password, salt=user.salt, hashed_pw=user.password)
 
@@ -211,7 +217,7 @@ class TestPasswordHashing:
 
 
 class TestAuthTokens:
-    async def test_can_create_access_token_successfully(self, test_user: UserInDB) -> None:
+    async def test_can_create_access_token_successfully(self, test_user: UserPublic) -> None:
         before = int(datetime.now(UTC).timestamp())
         access_token = auth_service.create_access_token_for_user(
             user=test_user,
@@ -222,8 +228,9 @@ class TestAuthTokens:
         assert access_token is not None
         creds = decode(access_token)
         assert creds["username"] == test_user.username
-        assert creds["sub"] == str(test_user.id)  # the id: it survives email and username changes
-        assert creds["ver"] == test_user.token_version
+        assert creds["sub"] == test_user.email  # the tutorial's subject: the email
+        assert creds["uid"] == test_user.id  # what the server goes by: it survives email and username changes
+        assert creds["ver"] == test_user.token_version == 0
         assert creds["aud"] == JWT_AUDIENCE
         assert creds["iss"] == "phresh.io"
         assert jwt.get_unverified_header(access_token)["alg"] == "HS256"

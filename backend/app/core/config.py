@@ -120,4 +120,11 @@ def _database_url() -> DatabaseURL:
     return DatabaseURL(start_embedded_database(data_dir=EMBEDDED_DB_DIR, database=EMBEDDED_DB_NAME))
 
 
+# The tutorial's switch (Part 4): with TESTING set, everything runs on `<database>_test`, a sibling
+# of the configured database, so that tests never touch development data.
+TESTING = config("TESTING", cast=bool, default=False)
+
 DATABASE_URL = _database_url()
+if TESTING:
+    # The path is replaced, not appended to: the URL may end in a query (?host=/socket/dir).
+    DATABASE_URL = DATABASE_URL.replace(database=f"{DATABASE_URL.database}_test")

@@ -5,6 +5,7 @@ from pydantic import Field, Strict, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from app.models.core import CoreModel, DateTimeModelMixin, IDModelMixin, Text
+from app.models.user import UserPublic
 
 # The column is numeric(10, 2): anything that rounds past 99,999,999.99 would overflow it.
 # Strict: a number, not `true` or "12" (integers are numbers too).
@@ -57,4 +58,5 @@ class CleaningInDB(IDModelMixin, DateTimeModelMixin, CleaningBase):
 
 
 class CleaningPublic(IDModelMixin, DateTimeModelMixin, CleaningBase):
-    owner: int | None = None
+    # The owner's id; GET by id embeds the owner instead, with their profile (Part 17).
+    owner: int | UserPublic | None = None

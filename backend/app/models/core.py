@@ -4,7 +4,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, Field
 
 
-def _storable_text(value: str) -> str:
+def storable_text(value: str) -> str:
     # PostgreSQL rejects NUL in text, and a lone surrogate ("\ud800" is valid JSON) cannot be
     # encoded as UTF-8: both must be a 422 here rather than a 500 from the driver.
     if "\x00" in value:
@@ -17,7 +17,7 @@ def _storable_text(value: str) -> str:
 
 
 # The OpenAPI document says so too, so that clients (and fuzzers) know NUL is not text here.
-Text = Annotated[str, AfterValidator(_storable_text), Field(json_schema_extra={"pattern": "^[^\\x00]*$"})]
+Text = Annotated[str, AfterValidator(storable_text), Field(json_schema_extra={"pattern": "^[^\\x00]*$"})]
 """A string PostgreSQL can store: use it for every free-text field of a request body."""
 
 

@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from uuid import uuid4
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
 from app.core.config import ACCESS_TOKEN_EXPIRE_MINUTES, JWT_AUDIENCE
 from app.models.core import CoreModel
@@ -27,19 +27,19 @@ class JWTMeta(CoreModel):
 
 
 class JWTCreds(CoreModel):
-    """How a token identifies its user.
+    """How a token names its user.
 
-    `sub` is the user's id, which never changes, so tokens survive a change of email or username;
-    `ver` is the user's token version when the token was minted (a password change bumps it).
+    `sub` (the email) and `username` are the tutorial's claims: what the user was called when the
+    token was minted, for clients to read. The server never identifies anyone by them, since a name
+    can change and be taken by another account afterwards; it goes by `uid`, the user's id, which
+    is never reused, and `ver`, the user's token version when the token was minted (a password
+    change or a deactivation bumps it).
     """
 
-    sub: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,18}$")]
+    sub: str
     username: str
+    uid: Annotated[int, Field(ge=1, le=2**31 - 1)]
     ver: int
-
-    @property
-    def user_id(self) -> int:
-        return int(self.sub)
 
 
 class JWTPayload(JWTMeta, JWTCreds):

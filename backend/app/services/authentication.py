@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import bcrypt
 import jwt
+from fastapi import HTTPException, status
 from passlib.context import CryptContext
 from pydantic import ValidationError
 
@@ -18,7 +19,7 @@ from app.core.config import (
     SECRET_KEY_PREVIOUS,
 )
 from app.models.token import JWT_ISSUER, JWTCreds, JWTMeta, JWTPayload
-from app.models.user import UserInDB, UserPasswordUpdate
+from app.models.user import UserInDB, UserPasswordUpdate, UserPublic
 
 # bcrypt reads at most 72 bytes (bcrypt 5 raises past that, older releases cut silently), and the
 # tutorial hashes password + a 29-character salt. bcrypt_sha256 runs HMAC-SHA256 over the input
@@ -40,7 +41,9 @@ PREVIOUS_KEYS = tuple(map(str, SECRET_KEY_PREVIOUS))
 VERIFIED_TOKENS_CACHED = 4096
 
 # Claims a token must carry to be accepted at all.
-REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "jti"]
+REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "jti", "uid", "ver"]
+
+INVALID_TOKEN = "Could not validate token credentials."
 
 
 class AuthException(Exception):
@@ -94,20 +97,28 @@ class AuthService:
     def create_access_token_for_user(
         self,
         *,
-        user: UserInDB | None,
+        user: UserInDB | UserPublic | None,
         secret_key: str = str(SECRET_KEY),
         audience: str = JWT_AUDIENCE,
         expires_in: int = ACCESS_TOKEN_EXPIRE_MINUTES,
     ) -> str | None:
-        if not isinstance(user, UserInDB):
+        """A signed access token for a stored user, or None for anything else.
+
+        A `UserPublic` qualifies when it was made from a stored user (the repositories make them
+        so): a token must carry the user's current token version, which only the database knows.
+        """
+        if isinstance(user, UserInDB) or (isinstance(user, UserPublic) and user.token_version is not None):
+            token_version = user.token_version
+        else:
             return None
+        assert user.email is not None and user.username is not None  # a stored user has both
         now = datetime.now(UTC)
         meta = JWTMeta(
             aud=audience,
             iat=int(now.timestamp()),
             exp=int((now + timedelta(minutes=expires_in)).timestamp()),
         )
-        creds = JWTCreds(sub=str(user.id), username=user.username, ver=user.token_version)
+        creds = JWTCreds(sub=user.email, username=user.username, uid=user.id, ver=token_version)
         payload = JWTPayload(**meta.model_dump(), **creds.model_dump())
         return jwt.encode(payload.model_dump(), secret_key, algorithm=JWT_ALGORITHM)
 
@@ -131,7 +142,7 @@ class AuthService:
                 self._verified.move_to_end(cache_key)
                 return cached
             del self._verified[cache_key]
-            raise AuthException("Could not validate token credentials.")
+            raise AuthException(INVALID_TOKEN)
         claims = self._verify(token=token, secret_key=secret_key, previous_keys=previous_keys)
         self._verified[cache_key] = claims
         if len(self._verified) > VERIFIED_TOKENS_CACHED:
@@ -154,8 +165,8 @@ class AuthService:
             except jwt.InvalidSignatureError:
                 continue  # perhaps signed before the last key rotation
             except (jwt.PyJWTError, ValidationError) as exc:
-                raise AuthException("Could not validate token credentials.") from exc
-        raise AuthException("Could not validate token credentials.")
+                raise AuthException(INVALID_TOKEN) from exc
+        raise AuthException(INVALID_TOKEN)
 
     def _verification_key(self, secret: str) -> jwt.PyJWK:
         """The secret as a prepared HMAC key, made once: PyJWT otherwise re-examines a plain string
@@ -168,4 +179,14 @@ class AuthService:
         return key
 
     def get_username_from_token(self, *, token: str | None, secret_key: str = str(SECRET_KEY)) -> str:
-        return self.decode_access_token(token=token, secret_key=secret_key).username
+        """The `username` claim of a valid token (the tutorial's contract: any bad token or key is
+        FastAPI's 401). That is the name the user had when the token was minted: show it, never
+        look a user up by it (requests are authenticated by the `uid` claim; see JWTCreds)."""
+        try:
+            return self.decode_access_token(token=token, secret_key=secret_key).username
+        except AuthException as exc:
+            raise HTTPException(
+                status_code=status.HTTP_401_UNAUTHORIZED,
+                detail=INVALID_TOKEN,
+                headers={"WWW-Authenticate": "Bearer"},
+            ) from exc

@@ -11,12 +11,11 @@ from app.core.config import API_PREFIX
 from app.db.repositories.users import UsersRepository
 from app.models.user import UserInDB
 from app.services import auth_service
-from app.services.authentication import AuthException
+from app.services.authentication import INVALID_TOKEN, AuthException
 
 # tokenUrl is what Swagger UI's Authorize button posts the username and password to.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl=f"{API_PREFIX}/users/login/token/")
 
-INVALID_TOKEN = "Could not validate token credentials."
 NO_USER = "No authenticated user."
 NOT_ACTIVE = "Not an active user."
 NOT_SUPERUSER = "Superuser privileges are required for this action."
@@ -39,12 +38,15 @@ async def get_user_from_token(
     except AuthException as exc:
         raise unauthorized(INVALID_TOKEN) from exc
     # Built here rather than injected: this runs on every authenticated request, and each
-    # dependency layer costs FastAPI measurable time (see the README's benchmark).
-    user = await UsersRepository(db).get_user_by_id(id=claims.user_id)
+    # dependency layer costs FastAPI measurable time (see the README's benchmark). One query
+    # loads the user and their profile. The user is found by id (`uid`), never by the email or
+    # username the token names: those can pass to another account after a change.
+    user = await UsersRepository(db).get_user_by_id(user_id=claims.uid, populate=False)
     if user is None:
         raise unauthorized(NO_USER)
-    if claims.ver != user.token_version:
-        # Minted before the user's last password change.
+    if claims.ver != user.token_version and user.is_active:
+        # Minted before the user's last password change or deactivation. (A deactivated user's
+        # token is refused by get_current_active_user, with the message that says why.)
         raise unauthorized(INVALID_TOKEN)
     return user
 

@@ -3,7 +3,14 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Response, status
 
 from app.api.dependencies.auth import CurrentUser
-from app.api.dependencies.cleanings import NOT_OWNER, CleaningsRepo, ModifiableCleaning, cleaning_not_found
+from app.api.dependencies.cleanings import (
+    NOT_FOUND,
+    NOT_OWNER,
+    CleaningFromPath,
+    CleaningsRepo,
+    ModifiableCleaning,
+    cleaning_not_found,
+)
 from app.api.errors import error_responses
 from app.api.responses import list_response, model_response
 from app.db.errors import InvalidCleaningTypeError
@@ -46,14 +53,13 @@ async def create_new_cleaning(
     "/{cleaning_id}/",
     response_model=CleaningPublic,
     name="cleanings:get-cleaning-by-id",
-    responses=error_responses(401, 404, 503),
+    summary="Get a cleaning",
+    responses=error_responses(401, 404, 503, e404=NOT_FOUND),
 )
-async def get_cleaning_by_id(cleaning_id: int, current_user: CurrentUser, cleanings_repo: CleaningsRepo) -> Response:
-    # Any logged-in user may read any cleaning: that is how cleaners find work.
-    cleaning = await cleanings_repo.get_cleaning_by_id(id=cleaning_id)
-    if cleaning is None:
-        raise cleaning_not_found()
-    return model_response(CleaningPublic.model_validate(cleaning, from_attributes=True))
+async def get_cleaning_by_id(cleaning: CleaningFromPath) -> Response:
+    """Any logged-in user may read any cleaning (that is how cleaners find work); the owner comes
+    embedded, with their profile."""
+    return model_response(cleaning)
 
 
 @router.put(
@@ -68,7 +74,7 @@ async def update_cleaning_by_id(
     cleanings_repo: CleaningsRepo,
 ) -> CleaningPublic:
     try:
-        updated = await cleanings_repo.update_cleaning(id=cleaning.id, cleaning_update=cleaning_update)
+        updated = await cleanings_repo.update_cleaning(cleaning=cleaning, cleaning_update=cleaning_update)
     except InvalidCleaningTypeError as exc:
         raise HTTPException(
             status_code=status.HTTP_400_BAD_REQUEST,
@@ -86,7 +92,7 @@ async def update_cleaning_by_id(
     responses=error_responses(401, 403, 404, 503, e403=NOT_OWNER),
 )
 async def delete_cleaning_by_id(cleaning: ModifiableCleaning, cleanings_repo: CleaningsRepo) -> int:
-    deleted_id = await cleanings_repo.delete_cleaning_by_id(id=cleaning.id)
+    deleted_id = await cleanings_repo.delete_cleaning_by_id(cleaning=cleaning)
     if deleted_id is None:  # deleted since it was looked up
         raise cleaning_not_found()
     return deleted_id

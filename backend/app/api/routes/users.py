@@ -52,7 +52,7 @@ def name_taken(exc: EmailAlreadyTakenError | UsernameAlreadyTakenError) -> HTTPE
     return HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=detail)
 
 
-def access_token_for(user: UserInDB) -> AccessToken:
+def access_token_for(user: UserInDB | UserPublic) -> AccessToken:
     token = auth_service.create_access_token_for_user(user=user)
     assert token is not None  # a stored user always gets one
     return AccessToken(access_token=token, token_type="bearer")
@@ -60,9 +60,7 @@ def access_token_for(user: UserInDB) -> AccessToken:
 
 def public(user: UserInDB, *, access_token: AccessToken | None = None) -> UserPublic:
     # UserPublic has no password, salt or token version field: they cannot come along.
-    view = UserPublic.model_validate(user, from_attributes=True)
-    view.access_token = access_token
-    return view
+    return UserPublic.from_user(user, access_token=access_token)
 
 
 @router.post(
@@ -88,7 +86,7 @@ async def register_new_user(
     except (EmailAlreadyTakenError, UsernameAlreadyTakenError) as exc:
         raise name_taken(exc) from exc
     await events.record(kind=Event.registration, user_id=created_user.id, client_address=client_address)
-    return public(created_user, access_token=access_token_for(created_user))
+    return created_user.model_copy(update={"access_token": access_token_for(created_user)})
 
 
 @router.post(

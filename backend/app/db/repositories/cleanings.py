@@ -1,7 +1,12 @@
+from typing import Literal, overload
+
+from databases import Database
+
 from app.db.errors import InvalidCleaningTypeError
 from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
-from app.models.cleaning import CleaningCreate, CleaningInDB, CleaningUpdate
-from app.models.user import UserInDB
+from app.db.repositories.users import UsersRepository, user_from_row, user_with_profile_columns
+from app.models.cleaning import CleaningCreate, CleaningInDB, CleaningPublic, CleaningUpdate
+from app.models.user import UserInDB, UserPublic
 
 CLEANING_COLUMNS = "id, name, description, price, cleaning_type, owner, created_at, updated_at"
 
@@ -15,6 +20,16 @@ GET_CLEANING_BY_ID_QUERY = f"""
     SELECT {CLEANING_COLUMNS}
     FROM cleanings
     WHERE id = :id;
+"""
+
+# The cleaning with its owner and the owner's profile, in one round trip (Part 17 embeds them).
+GET_POPULATED_CLEANING_BY_ID_QUERY = f"""
+    SELECT {", ".join(f"c.{column}" for column in CLEANING_COLUMNS.split(", "))},
+           {user_with_profile_columns(prefix="owner_")}
+    FROM cleanings c
+    LEFT JOIN users u ON u.id = c.owner
+    LEFT JOIN profiles p ON p.user_id = u.id
+    WHERE c.id = :id;
 """
 
 GET_CLEANING_BY_ID_FOR_UPDATE_QUERY = f"""
@@ -51,32 +66,70 @@ DELETE_CLEANING_BY_ID_QUERY = """
 class CleaningsRepository(BaseRepository):
     """All database actions associated with the Cleaning resource."""
 
-    async def create_cleaning(self, *, new_cleaning: CleaningCreate, requesting_user: UserInDB) -> CleaningInDB:
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.users_repo = UsersRepository(db)
+
+    async def create_cleaning(
+        self, *, new_cleaning: CleaningCreate, requesting_user: UserInDB | UserPublic
+    ) -> CleaningInDB:
         values = {**new_cleaning.model_dump(), "owner": requesting_user.id}
         record = await self.db.fetch_one(query=CREATE_CLEANING_QUERY, values=values)
         assert record is not None  # INSERT ... RETURNING always returns the row
         return CleaningInDB.model_validate(as_dict(record))
 
-    async def get_cleaning_by_id(self, *, id: int) -> CleaningInDB | None:
+    @overload
+    async def get_cleaning_by_id(
+        self, *, id: int, requesting_user: UserInDB | UserPublic | None = None, populate: Literal[True] = True
+    ) -> CleaningPublic | None: ...
+    @overload
+    async def get_cleaning_by_id(
+        self, *, id: int, requesting_user: UserInDB | UserPublic | None = None, populate: Literal[False]
+    ) -> CleaningInDB | None: ...
+    async def get_cleaning_by_id(
+        self, *, id: int, requesting_user: UserInDB | UserPublic | None = None, populate: bool = True
+    ) -> CleaningPublic | CleaningInDB | None:
+        """The cleaning, with its owner embedded (or, with `populate=False`, the owner's id).
+
+        Any logged-in user may read any cleaning: that is how cleaners find work, so
+        `requesting_user` (the tutorial's parameter) restricts nothing.
+        """
         if not 1 <= id <= MAX_ID:
             return None
-        record = await self.db.fetch_one(query=GET_CLEANING_BY_ID_QUERY, values={"id": id})
-        return CleaningInDB.model_validate(as_dict(record)) if record else None
+        if not populate:
+            record = await self.db.fetch_one(query=GET_CLEANING_BY_ID_QUERY, values={"id": id})
+            return CleaningInDB.model_validate(as_dict(record)) if record else None
+        record = await self.db.fetch_one(query=GET_POPULATED_CLEANING_BY_ID_QUERY, values={"id": id})
+        if record is None:
+            return None
+        row = as_dict(record)
+        owner = user_from_row(row, prefix="owner_")
+        cleaning = {column: row[column] for column in CLEANING_COLUMNS.split(", ")}
+        return CleaningPublic.model_validate({**cleaning, "owner": UserPublic.from_user(owner) if owner else None})
 
-    async def list_all_user_cleanings(self, *, requesting_user: UserInDB) -> list[CleaningInDB]:
+    async def populate_cleaning(
+        self, *, cleaning: CleaningInDB, requesting_user: UserInDB | UserPublic | None = None
+    ) -> CleaningPublic:
+        """The cleaning with its owner (and the owner's profile) embedded."""
+        owner = await self.users_repo.get_user_by_id(user_id=cleaning.owner) if cleaning.owner else None
+        return CleaningPublic.model_validate({**cleaning.model_dump(exclude={"owner"}), "owner": owner})
+
+    async def list_all_user_cleanings(self, *, requesting_user: UserInDB | UserPublic) -> list[CleaningInDB]:
         records = await self.db.fetch_all(query=LIST_ALL_USER_CLEANINGS_QUERY, values={"owner": requesting_user.id})
         return [CleaningInDB.model_validate(as_dict(record)) for record in records]
 
-    async def update_cleaning(self, *, id: int, cleaning_update: CleaningUpdate) -> CleaningInDB | None:
-        if not 1 <= id <= MAX_ID:
-            return None
-        # Read and write under one row lock, so that two concurrent partial updates both land.
+    async def update_cleaning(
+        self, *, cleaning: CleaningInDB | CleaningPublic, cleaning_update: CleaningUpdate
+    ) -> CleaningInDB | None:
+        """Apply the fields the update sets to the cleaning as it is now; None if it is gone."""
+        # Read and write under one row lock, so that two concurrent partial updates both land
+        # (the `cleaning` passed in may be stale by now).
         async with self.db.transaction():
-            record = await self.db.fetch_one(query=GET_CLEANING_BY_ID_FOR_UPDATE_QUERY, values={"id": id})
+            record = await self.db.fetch_one(query=GET_CLEANING_BY_ID_FOR_UPDATE_QUERY, values={"id": cleaning.id})
             if record is None:
                 return None
-            cleaning = CleaningInDB.model_validate(as_dict(record))
-            updated = cleaning.model_copy(update=cleaning_update.model_dump(exclude_unset=True))
+            current = CleaningInDB.model_validate(as_dict(record))
+            updated = current.model_copy(update=cleaning_update.model_dump(exclude_unset=True))
             if updated.cleaning_type is None:
                 raise InvalidCleaningTypeError
             record = await self.db.fetch_one(
@@ -86,8 +139,7 @@ class CleaningsRepository(BaseRepository):
         assert record is not None  # the row is locked: it is still there
         return CleaningInDB.model_validate(as_dict(record))
 
-    async def delete_cleaning_by_id(self, *, id: int) -> int | None:
-        if not 1 <= id <= MAX_ID:
-            return None
-        deleted_id = await self.db.fetch_val(query=DELETE_CLEANING_BY_ID_QUERY, values={"id": id})
+    async def delete_cleaning_by_id(self, *, cleaning: CleaningInDB | CleaningPublic) -> int | None:
+        """Delete the cleaning; its id, or None if it was already gone."""
+        deleted_id = await self.db.fetch_val(query=DELETE_CLEANING_BY_ID_QUERY, values={"id": cleaning.id})
         return int(deleted_id) if deleted_id is not None else None

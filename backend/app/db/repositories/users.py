@@ -1,38 +1,82 @@
+from collections.abc import Mapping
+from typing import Any, Literal, overload
+
 import asyncpg
 from databases import Database
+from databases.interfaces import Record
 
 from app.db.errors import EmailAlreadyTakenError, UsernameAlreadyTakenError
 from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
-from app.models.user import MAX_PASSWORD_LENGTH, UserCreate, UserInDB, UserPasswordUpdate, UserUpdate
+from app.db.repositories.profiles import PROFILE_COLUMNS, ProfilesRepository
+from app.models.profile import ProfileCreate, ProfilePublic
+from app.models.user import MAX_PASSWORD_LENGTH, UserCreate, UserInDB, UserPasswordUpdate, UserPublic, UserUpdate
 from app.services import auth_service, hashing_pool
 
 # No stored email or username is longer (email-validator caps addresses at 254 characters).
 MAX_LOGIN_LENGTH = 320
 
-USER_COLUMNS = (
-    "id, username, email, email_verified, password, salt, is_active, is_superuser, token_version, "
-    "created_at, updated_at"
+USER_FIELDS = (
+    "id",
+    "username",
+    "email",
+    "email_verified",
+    "password",
+    "salt",
+    "is_active",
+    "is_superuser",
+    "token_version",
+    "created_at",
+    "updated_at",
 )
+USER_COLUMNS = ", ".join(USER_FIELDS)
+PROFILE_FIELDS = tuple(PROFILE_COLUMNS.split(", "))
 
-GET_USER_BY_ID_QUERY = f"""
-    SELECT {USER_COLUMNS}
-    FROM users
-    WHERE id = :id;
+
+def user_with_profile_columns(*, prefix: str = "") -> str:
+    """The select list of a user (table alias `u`) and their profile (alias `p`), each column
+    named `<prefix><column>` and `<prefix>profile_<column>`: read back with `user_from_row`."""
+    return ", ".join(
+        [f"u.{field} AS {prefix}{field}" for field in USER_FIELDS]
+        + [f"p.{field} AS {prefix}profile_{field}" for field in PROFILE_FIELDS]
+    )
+
+
+def user_from_row(row: Mapping[str, Any], *, prefix: str = "") -> UserInDB | None:
+    """The user a row holds under `prefix` (None when the join found none), with their profile."""
+    if row[f"{prefix}id"] is None:
+        return None
+    user = UserInDB.model_validate({field: row[f"{prefix}{field}"] for field in USER_FIELDS})
+    if row.get(f"{prefix}profile_id") is not None:
+        profile = {field: row[f"{prefix}profile_{field}"] for field in PROFILE_FIELDS}
+        user.profile = ProfilePublic.model_validate({**profile, "username": user.username, "email": user.email})
+    return user
+
+
+# Every user is read with their profile (one per user, the database enforces it), in the same
+# round trip: a LEFT JOIN through the unique index on profiles.user_id.
+_WITH_PROFILE = f"""
+    SELECT {user_with_profile_columns()}
+    FROM {{source}} u
+    LEFT JOIN profiles p ON p.user_id = u.id
 """
+
+
+def _select_with_profile(where: str) -> str:
+    return _WITH_PROFILE.format(source="users") + f"WHERE {where};"
+
+
+def _write_with_profile(statement: str) -> str:
+    """A write to users that answers with the written row and its profile."""
+    return f"WITH written AS ({statement} RETURNING {USER_COLUMNS})" + _WITH_PROFILE.format(source="written") + ";"
+
+
+GET_USER_BY_ID_QUERY = _select_with_profile("u.id = :id")
 
 # Emails and usernames are unique whatever their case (unique indexes on lower()), and are
 # looked up the same way, through those indexes.
-GET_USER_BY_EMAIL_QUERY = f"""
-    SELECT {USER_COLUMNS}
-    FROM users
-    WHERE lower(email) = lower(:email);
-"""
+GET_USER_BY_EMAIL_QUERY = _select_with_profile("lower(u.email) = lower(:email)")
 
-GET_USER_BY_USERNAME_QUERY = f"""
-    SELECT {USER_COLUMNS}
-    FROM users
-    WHERE lower(username) = lower(:username);
-"""
+GET_USER_BY_USERNAME_QUERY = _select_with_profile("lower(u.username) = lower(:username)")
 
 REGISTER_NEW_USER_QUERY = f"""
     INSERT INTO users (username, email, password, salt)
@@ -41,14 +85,15 @@ REGISTER_NEW_USER_QUERY = f"""
 """
 
 # A new email is not verified yet, whatever the old one was.
-UPDATE_USER_QUERY = f"""
+UPDATE_USER_QUERY = _write_with_profile(
+    """
     UPDATE users
     SET email = CAST(:email AS text),
         username = CAST(:username AS text),
         email_verified = email_verified AND email = CAST(:email AS text)
     WHERE id = :id
-    RETURNING {USER_COLUMNS};
-"""
+    """
+)
 
 # A stronger hash of the same password (a raised cost, a newer scheme): no tokens are revoked, and
 # it applies only if the password did not change in the meantime.
@@ -59,36 +104,36 @@ REHASH_PASSWORD_QUERY = """
 """
 
 # Bumping the token version revokes every token minted before the change.
-UPDATE_PASSWORD_QUERY = f"""
+UPDATE_PASSWORD_QUERY = _write_with_profile(
+    """
     UPDATE users
     SET password = :password,
         salt = :salt,
         token_version = token_version + 1
     WHERE id = :id
-    RETURNING {USER_COLUMNS};
-"""
+    """
+)
 
-SET_USER_ACTIVE_QUERY = f"""
+# Deactivating also bumps the token version: tokens minted before it stay dead after a reactivation.
+SET_USER_ACTIVE_QUERY = _write_with_profile(
+    """
     UPDATE users
-    SET is_active = :is_active
+    SET is_active = CAST(:is_active AS boolean),
+        token_version = token_version + CASE WHEN is_active AND NOT CAST(:is_active AS boolean) THEN 1 ELSE 0 END
     WHERE id = :id
-    RETURNING {USER_COLUMNS};
-"""
+    """
+)
 
-MAKE_SUPERUSER_QUERY = f"""
+MAKE_SUPERUSER_QUERY = _write_with_profile(
+    """
     UPDATE users
     SET is_superuser = true,
         is_active = true
     WHERE id = :id
-    RETURNING {USER_COLUMNS};
-"""
+    """
+)
 
-LIST_USERS_QUERY = f"""
-    SELECT {USER_COLUMNS}
-    FROM users
-    ORDER BY id
-    LIMIT :limit OFFSET :offset;
-"""
+LIST_USERS_QUERY = _WITH_PROFILE.format(source="users") + "ORDER BY u.id LIMIT :limit OFFSET :offset;"
 
 COUNT_USERS_QUERY = """
     SELECT count(*) FROM users;
@@ -108,15 +153,25 @@ def _taken_error(exc: asyncpg.UniqueViolationError) -> Exception:
     return error()
 
 
+def _user_from_record(record: Record) -> UserInDB:
+    user = user_from_row(as_dict(record))
+    assert user is not None  # a row of users
+    return user
+
+
 class UsersRepository(BaseRepository):
+    """Lookups return the public view of a user with their profile (`UserPublic`), or, with
+    `populate=False`, the stored user with password hash, salt and token version (`UserInDB`)."""
+
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self.auth_service = auth_service
         self.hashing = hashing_pool
+        self.profiles_repo = ProfilesRepository(db)
 
     async def _fetch_user(self, query: str, values: dict[str, object]) -> UserInDB | None:
         record = await self.db.fetch_one(query=query, values=values)
-        return UserInDB.model_validate(as_dict(record)) if record else None
+        return _user_from_record(record) if record else None
 
     async def _write_user(self, query: str, values: dict[str, object]) -> UserInDB | None:
         """Run an INSERT or UPDATE of users; a unique index it hits becomes an "already taken" error."""
@@ -125,22 +180,50 @@ class UsersRepository(BaseRepository):
         except asyncpg.UniqueViolationError as exc:
             raise _taken_error(exc) from exc
 
-    async def get_user_by_id(self, *, id: int) -> UserInDB | None:
-        if not 1 <= id <= MAX_ID:
+    @overload
+    async def get_user_by_id(self, *, user_id: int, populate: Literal[True] = True) -> UserPublic | None: ...
+    @overload
+    async def get_user_by_id(self, *, user_id: int, populate: Literal[False]) -> UserInDB | None: ...
+    async def get_user_by_id(self, *, user_id: int, populate: bool = True) -> UserPublic | UserInDB | None:
+        if not 1 <= user_id <= MAX_ID:
             return None
-        return await self._fetch_user(GET_USER_BY_ID_QUERY, {"id": id})
+        return self._populated(await self._fetch_user(GET_USER_BY_ID_QUERY, {"id": user_id}), populate)
 
-    async def get_user_by_email(self, *, email: str) -> UserInDB | None:
-        return await self._fetch_user(GET_USER_BY_EMAIL_QUERY, {"email": email})
+    @overload
+    async def get_user_by_email(self, *, email: str, populate: Literal[True] = True) -> UserPublic | None: ...
+    @overload
+    async def get_user_by_email(self, *, email: str, populate: Literal[False]) -> UserInDB | None: ...
+    async def get_user_by_email(self, *, email: str, populate: bool = True) -> UserPublic | UserInDB | None:
+        return self._populated(await self._fetch_user(GET_USER_BY_EMAIL_QUERY, {"email": email}), populate)
 
-    async def get_user_by_username(self, *, username: str) -> UserInDB | None:
-        return await self._fetch_user(GET_USER_BY_USERNAME_QUERY, {"username": username})
+    @overload
+    async def get_user_by_username(self, *, username: str, populate: Literal[True] = True) -> UserPublic | None: ...
+    @overload
+    async def get_user_by_username(self, *, username: str, populate: Literal[False]) -> UserInDB | None: ...
+    async def get_user_by_username(self, *, username: str, populate: bool = True) -> UserPublic | UserInDB | None:
+        user = await self._fetch_user(GET_USER_BY_USERNAME_QUERY, {"username": username})
+        return self._populated(user, populate)
 
-    async def register_new_user(self, *, new_user: UserCreate) -> UserInDB:
+    def _populated(self, user: UserInDB | None, populate: bool) -> UserPublic | UserInDB | None:
+        if user is None or not populate:
+            return user
+        return UserPublic.from_user(user)
+
+    async def populate_user(self, *, user: UserInDB) -> UserPublic:
+        """The public view of a stored user, with their profile."""
+        if user.profile is None:
+            profile = await self.profiles_repo.get_profile_by_user_id(user_id=user.id)
+            if profile is not None:
+                named = {**profile.model_dump(), "username": user.username, "email": user.email}
+                user = user.model_copy(update={"profile": ProfilePublic.model_validate(named)})
+        return UserPublic.from_user(user)
+
+    async def register_new_user(self, *, new_user: UserCreate) -> UserPublic:
+        """Create the user and their (empty) profile, in one transaction; return the populated user."""
         # Cheap checks first, so that a taken name costs no hashing ...
-        if await self.get_user_by_email(email=new_user.email):
+        if await self.get_user_by_email(email=new_user.email, populate=False):
             raise EmailAlreadyTakenError
-        if await self.get_user_by_username(username=new_user.username):
+        if await self.get_user_by_username(username=new_user.username, populate=False):
             raise UsernameAlreadyTakenError
         # bcrypt is deliberately slow: it runs in the hashing pool, so the event loop keeps serving.
         password_update = await self.hashing.run(
@@ -148,9 +231,14 @@ class UsersRepository(BaseRepository):
         )
         # ... and the unique indexes settle a race between two registrations of the same name.
         values = {"username": new_user.username, "email": new_user.email, **password_update.model_dump()}
-        created = await self._write_user(REGISTER_NEW_USER_QUERY, values)
-        assert created is not None  # INSERT ... RETURNING always returns the row
-        return created
+        async with self.db.transaction():
+            created = await self._write_user(REGISTER_NEW_USER_QUERY, values)
+            assert created is not None  # INSERT ... RETURNING always returns the row
+            profile = await self.profiles_repo.create_profile_for_user(profile_create=ProfileCreate(user_id=created.id))
+        created.profile = ProfilePublic.model_validate(
+            {**profile.model_dump(), "username": created.username, "email": created.email}
+        )
+        return UserPublic.from_user(created)
 
     async def authenticate_user(self, *, email: str, password: str) -> UserInDB | None:
         """The user with this email (or username) and password, or None; never says which was wrong."""
@@ -185,16 +273,18 @@ class UsersRepository(BaseRepository):
         if not login or len(login) > MAX_LOGIN_LENGTH or "\x00" in login:
             return None
         if "@" in login:
-            return await self.get_user_by_email(email=login)
-        return await self.get_user_by_username(username=login)
+            return await self.get_user_by_email(email=login, populate=False)
+        return await self.get_user_by_username(username=login, populate=False)
 
     async def update_user(self, *, user: UserInDB, user_update: UserUpdate) -> UserInDB:
         changes = user_update.model_dump(exclude_unset=True)
         email, username = changes.get("email", user.email), changes.get("username", user.username)
         # A name that changes (not merely its case: that one is the caller's own) must be free.
-        if email.lower() != user.email.lower() and await self.get_user_by_email(email=email):
+        if email.lower() != user.email.lower() and await self.get_user_by_email(email=email, populate=False):
             raise EmailAlreadyTakenError
-        if username.lower() != user.username.lower() and await self.get_user_by_username(username=username):
+        if username.lower() != user.username.lower() and await self.get_user_by_username(
+            username=username, populate=False
+        ):
             raise UsernameAlreadyTakenError
         updated = await self._write_user(UPDATE_USER_QUERY, {"id": user.id, "email": email, "username": username})
         assert updated is not None  # the caller's own row
@@ -219,4 +309,4 @@ class UsersRepository(BaseRepository):
         async with self.db.transaction(isolation="repeatable_read"):  # one snapshot for page and count
             records = await self.db.fetch_all(query=LIST_USERS_QUERY, values={"limit": limit, "offset": offset})
             total = await self.db.fetch_val(query=COUNT_USERS_QUERY)
-        return [UserInDB.model_validate(as_dict(record)) for record in records], int(total)
+        return [_user_from_record(record) for record in records], int(total)
