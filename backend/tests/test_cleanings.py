@@ -441,3 +441,47 @@ class TestCleaningsFromBeforeOwners:
         body = {"cleaning_update": {"price": 6}}
         assert (await authorized_client.put(path, json=body)).status_code == status.HTTP_403_FORBIDDEN
         assert (await client_for(test_superuser).put(path, json=body)).status_code == status.HTTP_200_OK
+
+
+class TestWhichErrorWins:
+    """The tutorial's order (Part 10 on): who is asking (401), then the cleaning (422 for a malformed
+    id, 404 for a missing one), then the permission (403), then the body (422, then 400)."""
+
+    @pytest.mark.parametrize("method", ("GET", "PUT", "DELETE"))
+    @pytest.mark.parametrize("cleaning_id", ("existing", 999, 0, -1, "abc"))
+    async def test_anonymous_callers_get_401_whatever_the_id_and_body(
+        self, app: FastAPI, client: AsyncClient, test_cleaning: CleaningInDB, method: str, cleaning_id: object
+    ) -> None:
+        cleaning_id = test_cleaning.id if cleaning_id == "existing" else cleaning_id
+        path = app.url_path_for("cleanings:get-cleaning-by-id", cleaning_id=cleaning_id)
+        res = await client.request(method, path, json={"cleaning_update": {"price": "not a number"}})
+        assert res.status_code == status.HTTP_401_UNAUTHORIZED
+
+    @pytest.mark.parametrize(
+        "who, cleaning_id, body, status_code",
+        (
+            ("other", "existing", {"cleaning_update": {"price": "not a number"}}, 403),
+            ("other", "existing", {"cleaning_update": {"cleaning_type": None}}, 403),
+            ("other", 999, {"cleaning_update": {"price": "not a number"}}, 404),
+            ("other", -1, {"cleaning_update": {"price": 1}}, 422),
+            ("owner", "existing", {"cleaning_update": {"price": "not a number"}}, 422),
+            ("owner", "existing", {"cleaning_update": {"cleaning_type": None}}, 400),
+            ("owner", 999, {"cleaning_update": {"price": "not a number"}}, 404),
+        ),
+    )
+    async def test_updates(
+        self,
+        app: FastAPI,
+        client_for: Callable[[UserInDB | UserPublic], AsyncClient],
+        test_user: UserPublic,
+        test_user2: UserPublic,
+        test_cleaning: CleaningInDB,
+        who: str,
+        cleaning_id: object,
+        body: dict[str, object],
+        status_code: int,
+    ) -> None:
+        caller = client_for(test_user if who == "owner" else test_user2)
+        cleaning_id = test_cleaning.id if cleaning_id == "existing" else cleaning_id
+        res = await caller.put(app.url_path_for("cleanings:update-cleaning-by-id", cleaning_id=cleaning_id), json=body)
+        assert res.status_code == status_code

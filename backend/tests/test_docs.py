@@ -37,10 +37,20 @@ def operations(openapi: dict[str, object]) -> list[tuple[str, str, dict[str, obj
 
 
 class TestOpenAPIDocument:
+    def test_swagger_ui_shows_what_each_operation_does_in_words(self, openapi: dict[str, object]) -> None:
+        summaries = {(method, path): op["summary"] for method, path, op in operations(openapi)}
+        assert summaries[("post", "/api/users/")] == "Register"
+        assert summaries[("post", "/api/users/login/token/")] == "Log in"
+        assert summaries[("get", "/api/cleanings/")] == "List my cleanings"
+        assert summaries[("put", "/api/profiles/me/")] == "Update my profile"
+
     def test_every_route_has_a_summary_a_tag_and_a_success_model(self, openapi: dict[str, object]) -> None:
         for method, path, op in operations(openapi):
             assert op.get("summary"), (method, path)
             assert op.get("tags"), (method, path)
+            # for people: a few words, not the route's name ("Cleanings:List-All-User-Cleanings")
+            summary = str(op["summary"])
+            assert ":" not in summary and len(summary.split()) <= 6, (method, path, summary)
             success = next(code for code in op["responses"] if code.startswith("2"))  # type: ignore[attr-defined]
             content = op["responses"][success]["content"]["application/json"]  # type: ignore[index]
             assert content["schema"], (method, path)

@@ -12,6 +12,7 @@ from tests.conftest import TEST_DATABASE_URL
 MIGRATIONS_DATABASE_URL = sibling_database(TEST_DATABASE_URL, "migrations")
 FIRST_REVISION = "2a6f3c1b9d04"
 OWNERS_REVISION = "7c41e0d2a9b5"
+BEFORE_PROFILES_REVISION = "b3d9f15e6a72"
 
 
 @pytest.fixture
@@ -73,3 +74,34 @@ class TestMigrations:
         ]
         event = await conn.fetchrow("SELECT kind, user_id, detail FROM security_events")
         assert tuple(event) == ("email_deduplicated", 2, "email was BOB@example.com")
+
+    async def test_users_from_before_profiles_get_one_each(self, scratch_database: asyncpg.Connection) -> None:
+        conn = scratch_database
+        migrate(MIGRATIONS_DATABASE_URL, BEFORE_PROFILES_REVISION)
+        for name in ("first", "second", "third"):
+            await conn.execute(
+                "INSERT INTO users (username, email, password, salt) VALUES ($1, $2, 'h', 's')",
+                name,
+                f"{name}@example.com",
+            )
+
+        migrate(MIGRATIONS_DATABASE_URL)
+
+        rows = await conn.fetch(
+            "SELECT u.username, p.full_name, p.bio FROM users u JOIN profiles p ON p.user_id = u.id ORDER BY u.id"
+        )
+        assert [tuple(row) for row in rows] == [("first", None, None), ("second", None, None), ("third", None, None)]
+        # and from now on the database keeps it so
+        with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+            await conn.execute(
+                "INSERT INTO users (username, email, password, salt) VALUES ('x', 'x@example.com', 'h', 's')"
+            )
+
+        # the revision goes down and up again with the users in place
+        command.downgrade(alembic_config_for(MIGRATIONS_DATABASE_URL), BEFORE_PROFILES_REVISION)
+        assert await conn.fetchval("SELECT to_regclass('profiles')") is None
+        await conn.execute(
+            "INSERT INTO users (username, email, password, salt) VALUES ('x', 'x@example.com', 'h', 's')"
+        )
+        migrate(MIGRATIONS_DATABASE_URL)
+        assert await conn.fetchval("SELECT count(*) FROM users u JOIN profiles p ON p.user_id = u.id") == 4

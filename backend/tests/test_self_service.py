@@ -217,3 +217,90 @@ class TestChangePassword:
     async def test_anonymous_callers_cannot_change_a_password(self, app: FastAPI, client: AsyncClient) -> None:
         res = await change_password(app, client, "whatever", "whatever-else")
         assert res.status_code == status.HTTP_401_UNAUTHORIZED
+
+
+class TestATokenActsOnlyForItsAccount:
+    """Tokens carry the tutorial's `sub` (the email) and `username`, which can change and then
+    belong to someone else; the server goes by the id (`uid`), which never does."""
+
+    @pytest.mark.parametrize(
+        "renamed, newcomer",
+        (
+            ({"email": "king@james.io"}, {"email": "lebron@james.io", "username": "newcomer"}),
+            ({"username": "kingjames"}, {"email": "newcomer@example.com", "username": "lebronjames"}),
+            (
+                {"email": "king@james.io", "username": "kingjames"},
+                {"email": "lebron@james.io", "username": "lebronjames"},
+            ),
+        ),
+    )
+    async def test_a_name_passed_to_another_account_does_not_take_the_old_token_with_it(
+        self,
+        app: FastAPI,
+        authorized_client: AsyncClient,
+        client: AsyncClient,
+        test_user: UserPublic,
+        renamed: dict[str, str],
+        newcomer: dict[str, str],
+    ) -> None:
+        old_token = authorized_client.headers["Authorization"].split()[1]
+        old_claims = auth_service.decode_access_token(token=old_token)
+        assert (old_claims.sub, old_claims.username) == (test_user.email, test_user.username)
+
+        assert (await update_me(app, authorized_client, **renamed)).status_code == status.HTTP_200_OK
+        res = await client.post(
+            app.url_path_for("users:register-new-user"), json={"new_user": {**newcomer, "password": "someone-else"}}
+        )
+        assert res.status_code == status.HTTP_201_CREATED
+        newcomer_id = res.json()["id"]
+        assert newcomer_id != test_user.id
+
+        # The old token still names the old email and username, now the newcomer's ...
+        me = await authorized_client.get(app.url_path_for("users:get-current-user"))
+        assert me.status_code == status.HTTP_200_OK
+        # ... and still acts for the account it was minted for, never for the newcomer.
+        assert me.json()["id"] == test_user.id
+        assert {k: me.json()[k] for k in renamed} == renamed
+        res = await authorized_client.put(
+            app.url_path_for("profiles:update-own-profile"), json={"profile_update": {"bio": "still me"}}
+        )
+        assert res.json()["user_id"] == test_user.id
+
+        # A new login gives a token that names the new email and username, and it works.
+        login = renamed.get("email", test_user.email)
+        res = await log_in(app, client, login, "heatcavslakers")
+        assert res.status_code == status.HTTP_200_OK
+        new_token = res.json()["access_token"]
+        new_claims = auth_service.decode_access_token(token=new_token)
+        expected = {"email": test_user.email, "username": test_user.username, **renamed}
+        assert (new_claims.sub, new_claims.username, new_claims.uid) == (
+            expected["email"],
+            expected["username"],
+            test_user.id,
+        )
+        me = await client.get(
+            app.url_path_for("users:get-current-user"), headers={"Authorization": f"Bearer {new_token}"}
+        )
+        assert me.json()["id"] == test_user.id
+
+        # The newcomer's own token is theirs.
+        res = await log_in(app, client, newcomer["email"], "someone-else")
+        me = await client.get(
+            app.url_path_for("users:get-current-user"),
+            headers={"Authorization": f"Bearer {res.json()['access_token']}"},
+        )
+        assert me.json()["id"] == newcomer_id
+
+    async def test_the_tutorials_token_helpers_take_populated_users_and_nothing_else(
+        self, db: Database, test_user: UserPublic
+    ) -> None:
+        # The tutorial's fixtures hand out populated users (UserPublic): they get tokens ...
+        assert test_user.profile is not None
+        token = auth_service.create_access_token_for_user(user=test_user, secret_key=str(SECRET_KEY))
+        assert auth_service.get_username_from_token(token=token, secret_key=str(SECRET_KEY)) == test_user.username
+        in_db = await stored(db, test_user)
+        assert auth_service.create_access_token_for_user(user=in_db) is not None
+        # ... anything else gets None: no user, a view not made from a stored user, something else
+        rebuilt = UserPublic(**test_user.model_dump())
+        for not_a_stored_user in (None, rebuilt, test_user.model_dump(), test_user.email):
+            assert auth_service.create_access_token_for_user(user=not_a_stored_user) is None  # type: ignore[arg-type]

@@ -1,4 +1,7 @@
 import asyncio
+import re
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -11,7 +14,7 @@ from pydantic import ValidationError
 from starlette.datastructures import Secret
 
 from app.api.routes.users import EMAIL_TAKEN, USERNAME_TAKEN
-from app.core.config import ACCESS_TOKEN_EXPIRE_MINUTES, JWT_ALGORITHM, JWT_AUDIENCE, SECRET_KEY
+from app.core.config import ACCESS_TOKEN_EXPIRE_MINUTES, BACKEND_DIR, JWT_ALGORITHM, JWT_AUDIENCE, SECRET_KEY
 from app.db.repositories.users import UsersRepository
 from app.models.token import JWTMeta
 from app.models.user import UserInDB, UserPublic
@@ -293,3 +296,65 @@ class TestAuthTokens:
                 expires_in=ACCESS_TOKEN_EXPIRE_MINUTES,
             )
             jwt.decode(access_token, str(SECRET_KEY), audience=JWT_AUDIENCE, algorithms=[JWT_ALGORITHM])  # type: ignore[arg-type]
+
+
+class TestEmailsTheSchemaAndTheServerAgreeOn:
+    """The OpenAPI document says what the server accepts: clients (and fuzzers) can rely on it."""
+
+    @pytest.mark.parametrize(
+        "email, accepted",
+        (
+            ("a@b.test", False),
+            ("a@B.TEST", False),
+            ("someone@printer.local", False),
+            ("me@localhost", False),
+            ("x@y.invalid", False),
+            ("x@hidden.onion", False),
+            ("x@in-addr.arpa", False),
+            ("person@example.com", True),
+            ("tester@test.com", True),
+            ("x@localhost.example.com", True),
+        ),
+    )
+    async def test_special_use_domains_are_refused_by_both(
+        self, app: FastAPI, client: AsyncClient, email: str, accepted: bool
+    ) -> None:
+        schema = app.openapi()["components"]["schemas"]["UserCreate"]["properties"]["email"]
+        assert schema["format"] == "email"
+        assert bool(re.search(schema["pattern"], email)) is accepted
+        res = await register(app, client, email=email, username="someone", password="a-password")
+        assert res.status_code == (status.HTTP_201_CREATED if accepted else status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+class TestAccountsTheMigrationsRenamed:
+    async def test_a_user_whose_email_was_set_aside_still_reads_their_account_and_profile(
+        self, app: FastAPI, authorized_client: AsyncClient, db: Database, test_user: UserInDB
+    ) -> None:
+        # A duplicate email gets an unroutable `.invalid` address (revision b3d9f15e6a72); the
+        # models must not refuse to show it back to its user.
+        email = f"duplicate-{test_user.id}@phresh.invalid"
+        await db.execute("UPDATE users SET email = :email WHERE id = :id", values={"email": email, "id": test_user.id})
+        res = await authorized_client.get(app.url_path_for("users:get-current-user"))
+        assert res.status_code == status.HTTP_200_OK
+        assert res.json()["email"] == email
+        res = await authorized_client.get(
+            app.url_path_for("profiles:get-profile-by-username", username=test_user.username)
+        )
+        assert (res.status_code, res.json()["email"]) == (status.HTTP_200_OK, email)
+
+
+class TestTheTestingSwitch:
+    def test_testing_selects_the_test_database(self, env_without_database: dict[str, str]) -> None:
+        # As in the tutorial: TESTING=1 appends _test to the configured database's name.
+        env = {**env_without_database, "DATABASE_URL": "postgresql://u@127.0.0.1:5432/phresh?sslmode=disable"}
+        code = "from app.core.config import DATABASE_URL; print(DATABASE_URL)"
+        for testing, expected in (("1", "/phresh_test?sslmode=disable"), ("0", "/phresh?sslmode=disable")):
+            result = subprocess.run(
+                [sys.executable, "-c", code],
+                env={**env, "TESTING": testing},
+                cwd=BACKEND_DIR,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            assert result.stdout.strip().endswith(expected)

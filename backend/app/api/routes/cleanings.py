@@ -25,6 +25,7 @@ INVALID_CLEANING_TYPE = "Invalid cleaning type. Cannot be None."
     "/",
     response_model=list[CleaningPublic],
     name="cleanings:list-all-user-cleanings",
+    summary="List my cleanings",
     responses=error_responses(401, 503),
 )
 async def list_all_user_cleanings(current_user: CurrentUser, cleanings_repo: CleaningsRepo) -> Response:
@@ -37,6 +38,7 @@ async def list_all_user_cleanings(current_user: CurrentUser, cleanings_repo: Cle
     "/",
     response_model=CleaningPublic,
     name="cleanings:create-cleaning",
+    summary="Post a cleaning",
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(400, 401, 413, 503),
 )
@@ -66,6 +68,7 @@ async def get_cleaning_by_id(cleaning: CleaningFromPath) -> Response:
     "/{cleaning_id}/",
     response_model=CleaningPublic,
     name="cleanings:update-cleaning-by-id",
+    summary="Update a cleaning",
     responses=error_responses(400, 401, 403, 404, 413, 503, e400=INVALID_CLEANING_TYPE, e403=NOT_OWNER),
 )
 async def update_cleaning_by_id(
@@ -89,6 +92,7 @@ async def update_cleaning_by_id(
     "/{cleaning_id}/",
     response_model=int,
     name="cleanings:delete-cleaning-by-id",
+    summary="Delete a cleaning",
     responses=error_responses(401, 403, 404, 503, e403=NOT_OWNER),
 )
 async def delete_cleaning_by_id(cleaning: ModifiableCleaning, cleanings_repo: CleaningsRepo) -> int:

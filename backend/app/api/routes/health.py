@@ -26,7 +26,7 @@ class Readiness(CoreModel):
     migrations: str
 
 
-@router.get("/", response_model=Health, name="health:alive")
+@router.get("/", response_model=Health, name="health:alive", summary="Alive?")
 async def alive() -> Health:
     """The process is up and answering (no database involved): for liveness probes."""
     return Health(status="ok")
@@ -36,6 +36,7 @@ async def alive() -> Health:
     "/ready/",
     response_model=Readiness,
     name="health:ready",
+    summary="Ready to serve?",
     responses={503: {"model": Readiness, "description": "The database is unreachable, or not migrated to head."}},
 )
 async def ready(db: Annotated[Database, Depends(get_database)]) -> Readiness | JSONResponse:

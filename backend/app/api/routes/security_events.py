@@ -16,6 +16,7 @@ router = APIRouter()
     "/",
     response_model=SecurityEventsPage,
     name="security-events:list-security-events",
+    summary="List security events",
     responses=error_responses(401, 403, 503),
 )
 async def list_security_events(

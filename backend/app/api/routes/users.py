@@ -67,6 +67,7 @@ def public(user: UserInDB, *, access_token: AccessToken | None = None) -> UserPu
     "/",
     response_model=UserPublic,
     name="users:register-new-user",
+    summary="Register",
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(400, 413, 429, 503, e400=EMAIL_TAKEN),
 )
@@ -93,6 +94,7 @@ async def register_new_user(
     "/login/token/",
     response_model=AccessToken,
     name="users:login-email-and-password",
+    summary="Log in",
     responses=error_responses(400, 401, 413, 429, 503, e401=LOGIN_FAILED),
 )
 async def user_login_with_email_and_password(
@@ -132,6 +134,7 @@ async def user_login_with_email_and_password(
     "/me/",
     response_model=UserPublic,
     name="users:get-current-user",
+    summary="Get my account",
     responses=error_responses(401, 503),
 )
 async def get_currently_authenticated_user(current_user: CurrentUser) -> Response:
@@ -143,6 +146,7 @@ async def get_currently_authenticated_user(current_user: CurrentUser) -> Respons
     "/me/",
     response_model=UserPublic,
     name="users:update-current-user",
+    summary="Change my email or username",
     responses=error_responses(400, 401, 413, 503, e400=USERNAME_TAKEN),
 )
 async def update_current_user(
@@ -162,6 +166,7 @@ async def update_current_user(
     "/me/password/",
     response_model=UserPublic,
     name="users:change-password",
+    summary="Change my password",
     responses=error_responses(400, 401, 413, 429, 503, e400=WRONG_CURRENT_PASSWORD),
 )
 async def change_password(
@@ -199,6 +204,7 @@ async def change_password(
     "/",
     response_model=UsersPage,
     name="users:list-users",
+    summary="List users",
     responses=error_responses(401, 403, 503),
 )
 async def list_users(
@@ -227,6 +233,7 @@ async def _set_user_active(
     "/{user_id}/deactivate/",
     response_model=UserPublic,
     name="users:deactivate-user",
+    summary="Deactivate a user",
     responses=error_responses(400, 401, 403, 404, 503, e400=CANNOT_DEACTIVATE_SELF, e404=USER_NOT_FOUND),
 )
 async def deactivate_user(
@@ -246,6 +253,7 @@ async def deactivate_user(
     "/{user_id}/reactivate/",
     response_model=UserPublic,
     name="users:reactivate-user",
+    summary="Reactivate a user",
     responses=error_responses(401, 403, 404, 503, e404=USER_NOT_FOUND),
 )
 async def reactivate_user(
