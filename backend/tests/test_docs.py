@@ -18,6 +18,7 @@ LOCKED = {
     ("put", "/api/cleanings/{cleaning_id}/"),
     ("delete", "/api/cleanings/{cleaning_id}/"),
     ("get", "/api/profiles/{username}/"),
+    ("get", "/api/profiles/me/"),
     ("put", "/api/profiles/me/"),
 }
 

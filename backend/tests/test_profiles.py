@@ -135,14 +135,26 @@ class TestProfileView:
         assert res.status_code == status.HTTP_404_NOT_FOUND
         assert res.json() == PROFILE_NOT_FOUND
 
-    @pytest.mark.parametrize("username", ("me", "ab", "not a name", "semi;colon", "x" * 33, "%00nul"))
+    @pytest.mark.parametrize("username", ("ab", "not a name", "semi;colon", "x" * 33, "%00nul"))
     async def test_a_name_no_user_can_have_is_422(
         self, app: FastAPI, authorized_client: AsyncClient, username: str
     ) -> None:
-        # "me" included: usernames have at least 3 characters, and GET /profiles/me/ is not a route
-        # (the current user's profile comes with GET /users/me/).
         res = await authorized_client.get(f"/api/profiles/{username}/")
         assert res.status_code == status.HTTP_422_UNPROCESSABLE_CONTENT
+
+    async def test_me_is_the_callers_own_profile(
+        self, app: FastAPI, authorized_client: AsyncClient, client: AsyncClient, test_user: UserPublic
+    ) -> None:
+        await update_profile(app, authorized_client, bio="mine")
+        res = await authorized_client.get(app.url_path_for("profiles:get-own-profile"))
+        assert res.status_code == status.HTTP_200_OK
+        assert (res.json()["user_id"], res.json()["username"], res.json()["bio"]) == (
+            test_user.id,
+            test_user.username,
+            "mine",
+        )
+        res = await client.get(app.url_path_for("profiles:get-own-profile"))
+        assert res.status_code == status.HTTP_401_UNAUTHORIZED
 
 
 class TestProfileManagement:
@@ -257,3 +269,8 @@ class TestProfileManagement:
         # even with a body that would be a 422: who is asking is settled first
         res = await update_profile(app, client, image=5)
         assert res.status_code == status.HTTP_401_UNAUTHORIZED
+
+    async def test_a_body_that_is_not_json_is_400(self, app: FastAPI, authorized_client: AsyncClient) -> None:
+        res = await authorized_client.put(app.url_path_for("profiles:update-own-profile"), content=b"\xff{not json")
+        assert res.status_code == status.HTTP_400_BAD_REQUEST
+        assert res.json() == {"detail": "There was an error parsing the body"}

@@ -17,6 +17,20 @@ PROFILE_NOT_FOUND = "No profile found with that username."
 
 
 @router.get(
+    "/me/",
+    response_model=ProfilePublic,
+    name="profiles:get-own-profile",
+    summary="Get my profile",
+    responses=error_responses(401, 503),
+)
+async def get_own_profile(current_user: CurrentUser) -> ProfilePublic:
+    """The caller's own profile (declared before `/{username}/`, which "me" could not match anyway:
+    usernames have at least three characters)."""
+    assert current_user.profile is not None  # loaded with the user; every user has one
+    return current_user.profile
+
+
+@router.get(
     "/{username}/",
     response_model=ProfilePublic,
     name="profiles:get-profile-by-username",
@@ -40,7 +54,7 @@ async def get_profile_by_username(
     response_model=ProfilePublic,
     name="profiles:update-own-profile",
     summary="Update my profile",
-    responses=error_responses(401, 413, 503),
+    responses=error_responses(400, 401, 413, 503),
 )
 async def update_own_profile(
     current_user: CurrentUser,
