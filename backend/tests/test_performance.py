@@ -12,7 +12,8 @@ import httpx
 import pytest
 from databases import Database
 
-from app.db.repositories.cleanings import LIST_ALL_USER_CLEANINGS_QUERY
+from app.db.repositories.cleanings import GET_POPULATED_CLEANING_BY_ID_QUERY, LIST_ALL_USER_CLEANINGS_QUERY
+from app.db.repositories.profiles import GET_PROFILE_BY_USERNAME_QUERY
 from app.db.repositories.users import GET_USER_BY_EMAIL_QUERY, GET_USER_BY_ID_QUERY, GET_USER_BY_USERNAME_QUERY
 from app.models.cleaning import CleaningInDB
 from app.models.user import UserInDB
@@ -94,7 +95,11 @@ class TestQueriesUseIndexes:
         (
             (GET_USER_BY_EMAIL_QUERY, {"email": "LeBron@James.io"}, "ix_users_email"),  # login by email
             (GET_USER_BY_USERNAME_QUERY, {"username": "lebronjames"}, "ix_users_username"),  # login by username
-            (GET_USER_BY_ID_QUERY, {"id": 1}, "users_pkey"),  # every authenticated request
+            (GET_USER_BY_ID_QUERY, {"id": 1}, "users_pkey"),  # every authenticated request ...
+            (GET_USER_BY_ID_QUERY, {"id": 1}, "ix_profiles_user_id"),  # ... with the user's profile
+            (GET_POPULATED_CLEANING_BY_ID_QUERY, {"id": 1}, "cleanings_pkey"),  # a cleaning and its owner
+            (GET_POPULATED_CLEANING_BY_ID_QUERY, {"id": 1}, "users_pkey"),
+            (GET_PROFILE_BY_USERNAME_QUERY, {"username": "LebronJames"}, "ix_users_username"),  # a profile
             (LIST_ALL_USER_CLEANINGS_QUERY, {"owner": 1}, "ix_cleanings_owner"),  # the cleanings list
         ),
     )

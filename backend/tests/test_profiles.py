@@ -9,8 +9,10 @@ from databases import Database
 from fastapi import FastAPI, status
 from httpx import AsyncClient, Response
 
+from app.db.repositories.cleanings import CleaningsRepository
 from app.db.repositories.profiles import ProfilesRepository
 from app.db.repositories.users import UsersRepository
+from app.models.cleaning import CleaningInDB
 from app.models.profile import ProfileInDB, ProfilePublic
 from app.models.user import UserCreate, UserPublic
 from tests.conftest import AnyUser
@@ -274,3 +276,29 @@ class TestProfileManagement:
         res = await authorized_client.put(app.url_path_for("profiles:update-own-profile"), content=b"\xff{not json")
         assert res.status_code == status.HTTP_400_BAD_REQUEST
         assert res.json() == {"detail": "There was an error parsing the body"}
+
+
+class TestTheTutorialsRepositoryCalls:
+    async def test_lookups_populate_by_default_and_not_when_asked(self, db: Database, test_user: UserPublic) -> None:
+        user_repo = UsersRepository(db)
+        for populated in (
+            await user_repo.get_user_by_email(email=test_user.email),
+            await user_repo.get_user_by_username(username=test_user.username),
+            await user_repo.get_user_by_id(user_id=test_user.id),
+        ):
+            assert isinstance(populated, UserPublic) and populated.profile is not None
+            assert not hasattr(populated, "password")
+        stored_user = await user_repo.get_user_by_username(username=test_user.username, populate=False)
+        assert stored_user is not None and stored_user.password and stored_user.salt
+        assert await user_repo.populate_user(user=stored_user) == test_user
+        assert await user_repo.get_user_by_username(username="nobody", populate=False) is None
+
+    async def test_a_cleaning_populates_with_its_owner(
+        self, db: Database, test_user: UserPublic, test_cleaning: CleaningInDB
+    ) -> None:
+        cleanings_repo = CleaningsRepository(db)
+        populated = await cleanings_repo.get_cleaning_by_id(id=test_cleaning.id, requesting_user=test_user)
+        assert populated is not None and populated.owner == test_user
+        assert await cleanings_repo.populate_cleaning(cleaning=test_cleaning) == populated
+        plain = await cleanings_repo.get_cleaning_by_id(id=test_cleaning.id, populate=False)
+        assert plain == test_cleaning and plain.owner == test_user.id
