@@ -11,6 +11,7 @@ tables (`empty_tables`), so no test depends on rows another test left behind.
 """
 
 import os
+import random
 import secrets
 from collections.abc import AsyncIterator, Callable
 
@@ -29,8 +30,12 @@ from httpx import ASGITransport, AsyncClient, Response
 from app.core.config import DATABASE_URL, JWT_TOKEN_PREFIX, SECRET_KEY
 from app.db.admin import migrate, recreate_database
 from app.db.repositories.cleanings import CleaningsRepository
+from app.db.repositories.evaluations import EvaluationsRepository
+from app.db.repositories.offers import OffersRepository
 from app.db.repositories.users import UsersRepository
 from app.models.cleaning import CleaningCreate, CleaningInDB
+from app.models.evaluation import EvaluationCreate
+from app.models.offer import OfferCreate, OfferStatus, OfferUpdate
 from app.models.user import UserCreate, UserInDB, UserPublic
 from app.services import auth_service
 
@@ -197,6 +202,88 @@ async def test_cleaning(db: Database, test_user: UserPublic) -> CleaningInDB:
         name="fake cleaning name", description="fake cleaning description", price=9.99, cleaning_type="spot_clean"
     )
     return await CleaningsRepository(db).create_cleaning(new_cleaning=new_cleaning, requesting_user=test_user)
+
+
+async def create_cleaning_with_offers(db: Database, owner: AnyUser, offerers: list[UserPublic]) -> CleaningInDB:
+    """A new cleaning of `owner` with a pending offer from each of `offerers`."""
+    new_cleaning = CleaningCreate(
+        name="cleaning with offers", description="desc for cleaning", price=9.99, cleaning_type="full_clean"
+    )
+    created = await CleaningsRepository(db).create_cleaning(new_cleaning=new_cleaning, requesting_user=owner)
+    offers_repo = OffersRepository(db)
+    for user in offerers:
+        await offers_repo.create_offer_for_cleaning(new_offer=OfferCreate(cleaning_id=created.id, user_id=user.id))
+    return created
+
+
+@pytest.fixture
+async def test_cleaning_with_offers(
+    db: Database, test_user2: UserPublic, test_user_list: list[UserPublic]
+) -> CleaningInDB:
+    """`test_user2`'s cleaning, with a pending offer from each of `test_user_list` (the tutorial's)."""
+    return await create_cleaning_with_offers(db, test_user2, test_user_list)
+
+
+@pytest.fixture
+async def test_cleaning_with_accepted_offer(
+    db: Database, test_user2: UserPublic, test_user3: UserPublic, test_user_list: list[UserPublic]
+) -> CleaningInDB:
+    """As `test_cleaning_with_offers`, with `test_user3`'s offer accepted (the others rejected)."""
+    created = await create_cleaning_with_offers(db, test_user2, test_user_list)
+    offers_repo = OffersRepository(db)
+    offer = await offers_repo.get_offer_for_cleaning_from_user(cleaning=created, user=test_user3)
+    assert offer is not None
+    await offers_repo.accept_offer(offer=offer, offer_update=OfferUpdate(status=OfferStatus.accepted))
+    return created
+
+
+async def create_cleaning_with_evaluated_offer_helper(
+    db: Database,
+    owner: AnyUser,
+    cleaner: AnyUser,
+    cleaning_create: CleaningCreate,
+    evaluation_create: EvaluationCreate,
+) -> CleaningInDB:
+    """The tutorial's helper: a cleaning of `owner` done by `cleaner` (offer accepted) and evaluated."""
+    created = await CleaningsRepository(db).create_cleaning(new_cleaning=cleaning_create, requesting_user=owner)
+    offers_repo = OffersRepository(db)
+    offer = await offers_repo.create_offer_for_cleaning(
+        new_offer=OfferCreate(cleaning_id=created.id, user_id=cleaner.id)
+    )
+    await offers_repo.accept_offer(offer=offer, offer_update=OfferUpdate(status=OfferStatus.accepted))
+    await EvaluationsRepository(db).create_evaluation_for_cleaner(
+        evaluation_create=evaluation_create, cleaning=created, cleaner=cleaner
+    )
+    return created
+
+
+@pytest.fixture
+async def test_list_of_cleanings_with_evaluated_offer(
+    db: Database, test_user2: UserPublic, test_user3: UserPublic
+) -> list[CleaningInDB]:
+    """Five cleanings of `test_user2`, each done by `test_user3` and rated at random (the tutorial's)."""
+    return [
+        await create_cleaning_with_evaluated_offer_helper(
+            db=db,
+            owner=test_user2,
+            cleaner=test_user3,
+            cleaning_create=CleaningCreate(
+                name=f"test cleaning - {i}",
+                description=f"test description - {i}",
+                price=float(f"{i}9.99"),
+                cleaning_type="full_clean",
+            ),
+            evaluation_create=EvaluationCreate(
+                professionalism=random.randint(0, 5),
+                completeness=random.randint(0, 5),
+                efficiency=random.randint(0, 5),
+                overall_rating=random.randint(0, 5),
+                headline=f"test headline - {i}",
+                comment=f"test comment - {i}",
+            ),
+        )
+        for i in range(5)
+    ]
 
 
 @pytest.fixture

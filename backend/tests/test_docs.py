@@ -20,6 +20,16 @@ LOCKED = {
     ("get", "/api/profiles/{username}/"),
     ("get", "/api/profiles/me/"),
     ("put", "/api/profiles/me/"),
+    ("post", "/api/cleanings/{cleaning_id}/offers/"),
+    ("get", "/api/cleanings/{cleaning_id}/offers/"),
+    ("put", "/api/cleanings/{cleaning_id}/offers/"),
+    ("delete", "/api/cleanings/{cleaning_id}/offers/"),
+    ("get", "/api/cleanings/{cleaning_id}/offers/{username}/"),
+    ("put", "/api/cleanings/{cleaning_id}/offers/{username}/"),
+    ("post", "/api/users/{username}/evaluations/{cleaning_id}/"),
+    ("get", "/api/users/{username}/evaluations/{cleaning_id}/"),
+    ("get", "/api/users/{username}/evaluations/"),
+    ("get", "/api/users/{username}/evaluations/stats/"),
 }
 
 

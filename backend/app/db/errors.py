@@ -29,3 +29,31 @@ DATABASE_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up, statement cancelled
     asyncpg.exceptions.TooManyConnectionsError,
 )
+
+
+class CleaningHasAcceptedOfferError(Exception):
+    """The cleaning has an accepted (or completed) offer: the work is agreed, or done."""
+
+
+class OfferAlreadyExistsError(Exception):
+    """The user already has an offer on this cleaning."""
+
+
+class OfferNotFoundError(Exception):
+    """No such offer (any longer)."""
+
+
+class OfferNotPendingError(Exception):
+    """Only a pending offer can be accepted or rescinded."""
+
+
+class OfferNotAcceptedError(Exception):
+    """Only an accepted offer can be cancelled, or its cleaner evaluated."""
+
+
+class CleaningNotFoundError(Exception):
+    """The cleaning is gone (deleted while the request was on its way)."""
+
+
+class CleaningAlreadyHasAcceptedOfferError(Exception):
+    """Another offer of the cleaning was accepted first."""

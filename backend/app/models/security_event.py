@@ -13,6 +13,11 @@ class SecurityEventKind(StrEnum):
     deactivation = "deactivation"
     reactivation = "reactivation"
     email_deduplicated = "email_deduplicated"
+    # the marketplace: who did it is the event's user; which offer, its detail
+    offer_accepted = "offer_accepted"
+    offer_cancelled = "offer_cancelled"
+    offer_rescinded = "offer_rescinded"
+    evaluation_created = "evaluation_created"
 
 
 class SecurityEventInDB(CoreModel):

@@ -13,12 +13,13 @@ from app.api.dependencies.cleanings import (
 )
 from app.api.errors import error_responses
 from app.api.responses import list_response, model_response
-from app.db.errors import InvalidCleaningTypeError
+from app.db.errors import CleaningHasAcceptedOfferError, InvalidCleaningTypeError
 from app.models.cleaning import CleaningCreate, CleaningPublic, CleaningUpdate
 
 router = APIRouter()
 
 INVALID_CLEANING_TYPE = "Invalid cleaning type. Cannot be None."
+HAS_ACCEPTED_OFFER = "This cleaning job has an accepted offer and cannot be deleted."
 
 
 @router.get(
@@ -93,10 +94,15 @@ async def update_cleaning_by_id(
     response_model=int,
     name="cleanings:delete-cleaning-by-id",
     summary="Delete a cleaning",
-    responses=error_responses(401, 403, 404, 503, e403=NOT_OWNER),
+    responses=error_responses(400, 401, 403, 404, 503, e400=HAS_ACCEPTED_OFFER, e403=NOT_OWNER),
 )
 async def delete_cleaning_by_id(cleaning: ModifiableCleaning, cleanings_repo: CleaningsRepo) -> int:
-    deleted_id = await cleanings_repo.delete_cleaning_by_id(cleaning=cleaning)
+    """Delete the cleaning, and the offers made for it; not once an offer was accepted (the
+    work is agreed, or done and evaluated: the cleaner can cancel an accepted offer first)."""
+    try:
+        deleted_id = await cleanings_repo.delete_cleaning_by_id(cleaning=cleaning)
+    except CleaningHasAcceptedOfferError as exc:
+        raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=HAS_ACCEPTED_OFFER) from exc
     if deleted_id is None:  # deleted since it was looked up
         raise cleaning_not_found()
     return deleted_id

@@ -2,7 +2,7 @@ from typing import Literal, overload
 
 from databases import Database
 
-from app.db.errors import InvalidCleaningTypeError
+from app.db.errors import CleaningHasAcceptedOfferError, InvalidCleaningTypeError
 from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
 from app.db.repositories.users import UsersRepository, user_from_row, user_with_profile_columns
 from app.models.cleaning import CleaningCreate, CleaningInDB, CleaningPublic, CleaningUpdate
@@ -54,6 +54,17 @@ UPDATE_CLEANING_BY_ID_QUERY = f"""
         cleaning_type = :cleaning_type
     WHERE id = :id
     RETURNING {CLEANING_COLUMNS};
+"""
+
+LOCK_CLEANING_QUERY = """
+    SELECT id FROM cleanings WHERE id = :cleaning_id FOR UPDATE;
+"""
+
+CLEANING_HAS_ACCEPTED_OFFER_QUERY = """
+    SELECT EXISTS (
+        SELECT 1 FROM user_offers_for_cleanings
+        WHERE cleaning_id = :cleaning_id AND status IN ('accepted', 'completed')
+    );
 """
 
 DELETE_CLEANING_BY_ID_QUERY = """
@@ -140,6 +151,18 @@ class CleaningsRepository(BaseRepository):
         return CleaningInDB.model_validate(as_dict(record))
 
     async def delete_cleaning_by_id(self, *, cleaning: CleaningInDB | CleaningPublic) -> int | None:
-        """Delete the cleaning; its id, or None if it was already gone."""
-        deleted_id = await self.db.fetch_val(query=DELETE_CLEANING_BY_ID_QUERY, values={"id": cleaning.id})
+        """Delete the cleaning and its offers; its id, or None if it was already gone.
+
+        CleaningHasAcceptedOfferError if an offer was accepted (the work is agreed) or completed
+        (done and evaluated: the cleaner's evaluation must not vanish with the job). The check
+        holds the cleaning's row lock, which accepting an offer takes too.
+        """
+        async with self.db.transaction():
+            locked = await self.db.fetch_val(query=LOCK_CLEANING_QUERY, values={"cleaning_id": cleaning.id})
+            if locked is None:
+                return None
+            values = {"cleaning_id": cleaning.id}
+            if await self.db.fetch_val(query=CLEANING_HAS_ACCEPTED_OFFER_QUERY, values=values):
+                raise CleaningHasAcceptedOfferError
+            deleted_id = await self.db.fetch_val(query=DELETE_CLEANING_BY_ID_QUERY, values={"id": cleaning.id})
         return int(deleted_id) if deleted_id is not None else None

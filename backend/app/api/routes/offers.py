@@ -1,0 +1,181 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
+
+from app.api.dependencies.auth import CurrentUser
+from app.api.dependencies.cleanings import NOT_FOUND as CLEANING_NOT_FOUND
+from app.api.dependencies.cleanings import CleaningFromPath, cleaning_not_found
+from app.api.dependencies.client import ClientAddress
+from app.api.dependencies.database import get_repository
+from app.api.dependencies.offers import (
+    ALREADY_ACCEPTED,
+    CANNOT_LIST,
+    CANNOT_VIEW,
+    DUPLICATE_OFFER,
+    NOT_ACCEPTED,
+    NOT_CLEANING_OWNER,
+    NOT_PENDING,
+    NOT_RESCINDABLE,
+    OFFER_NOT_FOUND,
+    OfferFromPath,
+    OffersRepo,
+    OwnOffer,
+    bad_request,
+    check_offer_acceptance_permissions,
+    check_offer_cancel_permissions,
+    check_offer_create_permissions,
+    check_offer_get_permissions,
+    check_offer_list_permissions,
+    check_offer_rescind_permissions,
+    list_offers_for_cleaning_by_id_from_path,
+    offer_not_found,
+)
+from app.api.errors import error_responses
+from app.api.responses import list_response
+from app.db.errors import (
+    CleaningAlreadyHasAcceptedOfferError,
+    CleaningNotFoundError,
+    OfferAlreadyExistsError,
+    OfferNotAcceptedError,
+    OfferNotFoundError,
+    OfferNotPendingError,
+)
+from app.db.repositories.security_events import SecurityEventsRepository
+from app.models.offer import OfferCreate, OfferInDB, OfferPublic, OfferStatus, OfferUpdate
+from app.models.security_event import SecurityEventKind as Event
+
+router = APIRouter()
+
+Events = Annotated[SecurityEventsRepository, Depends(get_repository(SecurityEventsRepository))]
+
+
+def public(offer: OfferInDB) -> OfferPublic:
+    return OfferPublic.model_validate(offer.model_dump())
+
+
+def detail_of(offer: OfferInDB) -> str:
+    return f"cleaning {offer.cleaning_id}, offer of user {offer.user_id}"
+
+
+@router.post(
+    "/",
+    response_model=OfferPublic,
+    name="offers:create-offer",
+    summary="Offer to do a cleaning",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(check_offer_create_permissions)],
+    responses=error_responses(400, 401, 404, 503, e400=DUPLICATE_OFFER, e404=CLEANING_NOT_FOUND),
+)
+async def create_offer(cleaning: CleaningFromPath, current_user: CurrentUser, offers_repo: OffersRepo) -> OfferPublic:
+    """Offer to do someone else's cleaning job: a pending offer, one per user and job."""
+    try:
+        offer = await offers_repo.create_offer_for_cleaning(
+            new_offer=OfferCreate(cleaning_id=cleaning.id, user_id=current_user.id)
+        )
+    except OfferAlreadyExistsError as exc:  # a second request raced the check
+        raise bad_request(DUPLICATE_OFFER) from exc
+    except CleaningNotFoundError as exc:
+        raise cleaning_not_found() from exc
+    return public(offer)
+
+
+@router.get(
+    "/",
+    response_model=list[OfferPublic],
+    name="offers:list-offers-for-cleaning",
+    summary="List the offers for my cleaning",
+    dependencies=[Depends(check_offer_list_permissions)],
+    responses=error_responses(401, 403, 404, 503, e403=CANNOT_LIST, e404=CLEANING_NOT_FOUND),
+)
+async def list_offers_for_cleaning(
+    offers: Annotated[list[OfferPublic], Depends(list_offers_for_cleaning_by_id_from_path)],
+) -> Response:
+    """Every offer for the cleaning, oldest first, each with the user who made it (the cleaning's owner only)."""
+    return list_response(OfferPublic, offers)
+
+
+@router.get(
+    "/{username}/",
+    response_model=OfferPublic,
+    name="offers:get-offer-from-user",
+    summary="Get a user's offer",
+    dependencies=[Depends(check_offer_get_permissions)],
+    responses=error_responses(401, 403, 404, 503, e403=CANNOT_VIEW, e404=OFFER_NOT_FOUND),
+)
+async def get_offer_from_user(offer: OfferFromPath) -> OfferPublic:
+    """The offer the user made for the cleaning: seen by the cleaning's owner and by that user."""
+    return public(offer)
+
+
+@router.put(
+    "/{username}/",
+    response_model=OfferPublic,
+    name="offers:accept-offer-from-user",
+    summary="Accept an offer",
+    dependencies=[Depends(check_offer_acceptance_permissions)],
+    responses=error_responses(400, 401, 403, 404, 503, e400=ALREADY_ACCEPTED, e403=NOT_CLEANING_OWNER),
+)
+async def accept_offer(
+    offer: OfferFromPath, offers_repo: OffersRepo, current_user: CurrentUser, events: Events, address: ClientAddress
+) -> OfferPublic:
+    """Accept a pending offer for your cleaning: every other pending offer is rejected at once."""
+    try:
+        accepted = await offers_repo.accept_offer(offer=offer, offer_update=OfferUpdate(status=OfferStatus.accepted))
+    except OfferNotPendingError as exc:
+        raise bad_request(NOT_PENDING) from exc
+    except CleaningAlreadyHasAcceptedOfferError as exc:
+        raise bad_request(ALREADY_ACCEPTED) from exc
+    except (OfferNotFoundError, CleaningNotFoundError) as exc:
+        raise offer_not_found() from exc
+    await events.record(
+        kind=Event.offer_accepted, user_id=current_user.id, client_address=address, detail=detail_of(accepted)
+    )
+    return public(accepted)
+
+
+@router.put(
+    "/",
+    response_model=OfferPublic,
+    name="offers:cancel-offer-from-user",
+    summary="Cancel my accepted offer",
+    dependencies=[Depends(check_offer_cancel_permissions)],
+    responses=error_responses(400, 401, 404, 503, e400=NOT_ACCEPTED, e404=OFFER_NOT_FOUND),
+)
+async def cancel_offer(
+    offer: OwnOffer, offers_repo: OffersRepo, current_user: CurrentUser, events: Events, address: ClientAddress
+) -> OfferPublic:
+    """Back out of a job after your offer was accepted: the offers that were rejected are pending again."""
+    try:
+        cancelled = await offers_repo.cancel_offer(offer=offer, offer_update=OfferUpdate(status=OfferStatus.cancelled))
+    except OfferNotAcceptedError as exc:
+        raise bad_request(NOT_ACCEPTED) from exc
+    except (OfferNotFoundError, CleaningNotFoundError) as exc:
+        raise offer_not_found() from exc
+    await events.record(
+        kind=Event.offer_cancelled, user_id=current_user.id, client_address=address, detail=detail_of(cancelled)
+    )
+    return public(cancelled)
+
+
+@router.delete(
+    "/",
+    response_model=int,
+    name="offers:rescind-offer-from-user",
+    summary="Withdraw my pending offer",
+    dependencies=[Depends(check_offer_rescind_permissions)],
+    responses=error_responses(400, 401, 404, 503, e400=NOT_RESCINDABLE, e404=OFFER_NOT_FOUND),
+)
+async def rescind_offer(
+    offer: OwnOffer, offers_repo: OffersRepo, current_user: CurrentUser, events: Events, address: ClientAddress
+) -> int:
+    """Withdraw your offer while it is pending (it is deleted); the answer is the cleaning's id."""
+    try:
+        cleaning_id = await offers_repo.rescind_offer(offer=offer)
+    except OfferNotPendingError as exc:
+        raise bad_request(NOT_RESCINDABLE) from exc
+    except OfferNotFoundError as exc:
+        raise offer_not_found() from exc
+    await events.record(
+        kind=Event.offer_rescinded, user_id=current_user.id, client_address=address, detail=detail_of(offer)
+    )
+    return cleaning_id

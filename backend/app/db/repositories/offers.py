@@ -1,0 +1,214 @@
+"""Offers. Every change to the offers of a cleaning runs in a transaction that first locks the
+cleaning's row, so that two changes at once (two tabs accepting two offers, an accept and a
+cancel, an accept and a delete of the cleaning) run one after the other, each seeing what the
+other did. The database's own constraints (one offer per user and cleaning, one accepted offer
+per cleaning) stand behind that."""
+
+from typing import Literal, overload
+
+import asyncpg
+from databases import Database
+from databases.interfaces import Record
+
+from app.db.errors import (
+    CleaningAlreadyHasAcceptedOfferError,
+    CleaningNotFoundError,
+    OfferAlreadyExistsError,
+    OfferNotAcceptedError,
+    OfferNotFoundError,
+    OfferNotPendingError,
+)
+from app.db.repositories.base import BaseRepository, as_dict
+from app.db.repositories.cleanings import CLEANING_HAS_ACCEPTED_OFFER_QUERY, LOCK_CLEANING_QUERY
+from app.db.repositories.users import UsersRepository, user_from_row, user_with_profile_columns
+from app.models.cleaning import CleaningInDB, CleaningPublic
+from app.models.offer import OfferCreate, OfferInDB, OfferPublic, OfferUpdate
+from app.models.user import UserInDB, UserPublic
+
+OFFER_FIELDS = ("user_id", "cleaning_id", "status", "created_at", "updated_at")
+OFFER_COLUMNS = ", ".join(OFFER_FIELDS)
+
+CREATE_OFFER_FOR_CLEANING_QUERY = f"""
+    INSERT INTO user_offers_for_cleanings (cleaning_id, user_id, status)
+    VALUES (:cleaning_id, :user_id, 'pending')
+    RETURNING {OFFER_COLUMNS};
+"""
+
+LIST_OFFERS_FOR_CLEANING_QUERY = f"""
+    SELECT {OFFER_COLUMNS}
+    FROM user_offers_for_cleanings
+    WHERE cleaning_id = :cleaning_id
+    ORDER BY created_at, user_id;
+"""
+
+# The offers with their users and the users' profiles: one query, however many offers there are.
+LIST_POPULATED_OFFERS_FOR_CLEANING_QUERY = f"""
+    SELECT {", ".join(f"o.{field}" for field in OFFER_FIELDS)},
+           {user_with_profile_columns(prefix="offerer_")}
+    FROM user_offers_for_cleanings o
+    JOIN users u ON u.id = o.user_id
+    LEFT JOIN profiles p ON p.user_id = u.id
+    WHERE o.cleaning_id = :cleaning_id
+    ORDER BY o.created_at, o.user_id;
+"""
+
+GET_OFFER_FOR_CLEANING_FROM_USER_QUERY = f"""
+    SELECT {OFFER_COLUMNS}
+    FROM user_offers_for_cleanings
+    WHERE cleaning_id = :cleaning_id AND user_id = :user_id;
+"""
+
+ACCEPT_OFFER_QUERY = f"""
+    UPDATE user_offers_for_cleanings
+    SET status = 'accepted'
+    WHERE cleaning_id = :cleaning_id AND user_id = :user_id AND status = 'pending'
+    RETURNING {OFFER_COLUMNS};
+"""
+
+REJECT_OTHER_PENDING_OFFERS_QUERY = """
+    UPDATE user_offers_for_cleanings
+    SET status = 'rejected'
+    WHERE cleaning_id = :cleaning_id AND user_id <> :user_id AND status = 'pending';
+"""
+
+CANCEL_OFFER_QUERY = f"""
+    UPDATE user_offers_for_cleanings
+    SET status = 'cancelled'
+    WHERE cleaning_id = :cleaning_id AND user_id = :user_id AND status = 'accepted'
+    RETURNING {OFFER_COLUMNS};
+"""
+
+REOPEN_REJECTED_OFFERS_QUERY = """
+    UPDATE user_offers_for_cleanings
+    SET status = 'pending'
+    WHERE cleaning_id = :cleaning_id AND status = 'rejected';
+"""
+
+RESCIND_OFFER_QUERY = """
+    DELETE FROM user_offers_for_cleanings
+    WHERE cleaning_id = :cleaning_id AND user_id = :user_id AND status = 'pending'
+    RETURNING cleaning_id;
+"""
+
+MARK_OFFER_COMPLETED_QUERY = f"""
+    UPDATE user_offers_for_cleanings
+    SET status = 'completed'
+    WHERE cleaning_id = :cleaning_id AND user_id = :user_id AND status = 'accepted'
+    RETURNING {OFFER_COLUMNS};
+"""
+
+AnyCleaning = CleaningInDB | CleaningPublic
+AnyUser = UserInDB | UserPublic
+
+
+def _offer(record: Record) -> OfferInDB:
+    return OfferInDB.model_validate(as_dict(record))
+
+
+class OffersRepository(BaseRepository):
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.users_repo = UsersRepository(db)
+
+    async def create_offer_for_cleaning(self, *, new_offer: OfferCreate) -> OfferInDB:
+        """A pending offer; OfferAlreadyExistsError if the user has one on this cleaning already."""
+        values = {"cleaning_id": new_offer.cleaning_id, "user_id": new_offer.user_id}
+        try:
+            record = await self.db.fetch_one(query=CREATE_OFFER_FOR_CLEANING_QUERY, values=values)
+        except asyncpg.UniqueViolationError as exc:  # the primary key: one offer per user and cleaning
+            raise OfferAlreadyExistsError from exc
+        except asyncpg.ForeignKeyViolationError as exc:  # the cleaning was deleted meanwhile
+            raise CleaningNotFoundError from exc
+        assert record is not None  # INSERT ... RETURNING always returns the row
+        return _offer(record)
+
+    @overload
+    async def list_offers_for_cleaning(
+        self, *, cleaning: AnyCleaning, populate: Literal[True] = True
+    ) -> list[OfferPublic]: ...
+    @overload
+    async def list_offers_for_cleaning(self, *, cleaning: AnyCleaning, populate: Literal[False]) -> list[OfferInDB]: ...
+    async def list_offers_for_cleaning(
+        self, *, cleaning: AnyCleaning, populate: bool = True
+    ) -> list[OfferPublic] | list[OfferInDB]:
+        """The cleaning's offers, oldest first; with each offering user embedded unless `populate=False`."""
+        values = {"cleaning_id": cleaning.id}
+        if not populate:
+            return [_offer(record) for record in await self.db.fetch_all(LIST_OFFERS_FOR_CLEANING_QUERY, values)]
+        offers = []
+        for record in await self.db.fetch_all(LIST_POPULATED_OFFERS_FOR_CLEANING_QUERY, values):
+            row = as_dict(record)
+            user = user_from_row(row, prefix="offerer_")
+            offer = {field: row[field] for field in OFFER_FIELDS}
+            offers.append(OfferPublic.model_validate({**offer, "user": UserPublic.from_user(user) if user else None}))
+        return offers
+
+    async def get_offer_for_cleaning_from_user(self, *, cleaning: AnyCleaning, user: AnyUser) -> OfferInDB | None:
+        values = {"cleaning_id": cleaning.id, "user_id": user.id}
+        record = await self.db.fetch_one(query=GET_OFFER_FOR_CLEANING_FROM_USER_QUERY, values=values)
+        return _offer(record) if record else None
+
+    async def populate_offer(self, *, offer: OfferInDB) -> OfferPublic:
+        """The offer with its user embedded (the cleaning is left out, as in the tutorial)."""
+        user = await self.users_repo.get_user_by_id(user_id=offer.user_id)
+        return OfferPublic.model_validate({**offer.model_dump(), "user": user})
+
+    async def _lock_cleaning(self, cleaning_id: int) -> None:
+        if await self.db.fetch_val(query=LOCK_CLEANING_QUERY, values={"cleaning_id": cleaning_id}) is None:
+            raise CleaningNotFoundError
+
+    async def _why_not(self, values: dict[str, int], error: type[Exception]) -> Exception:
+        """The offer a conditional write missed is gone (OfferNotFoundError), or in another state (`error`)."""
+        exists = await self.db.fetch_one(query=GET_OFFER_FOR_CLEANING_FROM_USER_QUERY, values=values)
+        return error() if exists else OfferNotFoundError()
+
+    async def accept_offer(self, *, offer: OfferInDB, offer_update: OfferUpdate | None = None) -> OfferInDB:
+        """Accept a pending offer and reject every other pending offer of the cleaning, at once.
+
+        OfferNotPendingError if the offer is no longer pending, CleaningAlreadyHasAcceptedOfferError
+        if another offer was accepted first. (`offer_update` is the tutorial's argument: accepting
+        always sets "accepted".)
+        """
+        values = {"cleaning_id": offer.cleaning_id, "user_id": offer.user_id}
+        try:
+            async with self.db.transaction():
+                await self._lock_cleaning(offer.cleaning_id)
+                current = await self.db.fetch_one(query=GET_OFFER_FOR_CLEANING_FROM_USER_QUERY, values=values)
+                if current is None:
+                    raise OfferNotFoundError
+                if current["status"] != "pending":
+                    raise OfferNotPendingError
+                has_accepted = {"cleaning_id": offer.cleaning_id}
+                if await self.db.fetch_val(query=CLEANING_HAS_ACCEPTED_OFFER_QUERY, values=has_accepted):
+                    raise CleaningAlreadyHasAcceptedOfferError
+                record = await self.db.fetch_one(query=ACCEPT_OFFER_QUERY, values=values)
+                await self.db.execute(query=REJECT_OTHER_PENDING_OFFERS_QUERY, values=values)
+        except asyncpg.UniqueViolationError as exc:  # the index that allows one accepted offer per cleaning
+            raise CleaningAlreadyHasAcceptedOfferError from exc
+        assert record is not None  # checked pending under the lock
+        return _offer(record)
+
+    async def cancel_offer(self, *, offer: OfferInDB, offer_update: OfferUpdate | None = None) -> OfferInDB:
+        """Cancel an accepted offer (its cleaner backs out); the rejected offers are pending again."""
+        values = {"cleaning_id": offer.cleaning_id, "user_id": offer.user_id}
+        async with self.db.transaction():
+            await self._lock_cleaning(offer.cleaning_id)
+            record = await self.db.fetch_one(query=CANCEL_OFFER_QUERY, values=values)
+            if record is None:
+                raise await self._why_not(values, OfferNotAcceptedError)
+            await self.db.execute(query=REOPEN_REJECTED_OFFERS_QUERY, values={"cleaning_id": offer.cleaning_id})
+        return _offer(record)
+
+    async def rescind_offer(self, *, offer: OfferInDB) -> int:
+        """Withdraw a pending offer (it is deleted); the id of its cleaning."""
+        values = {"cleaning_id": offer.cleaning_id, "user_id": offer.user_id}
+        cleaning_id = await self.db.fetch_val(query=RESCIND_OFFER_QUERY, values=values)
+        if cleaning_id is None:
+            raise await self._why_not(values, OfferNotPendingError)
+        return int(cleaning_id)
+
+    async def mark_offer_completed(self, *, cleaning: AnyCleaning, cleaner: AnyUser) -> OfferInDB | None:
+        """Mark the cleaner's accepted offer completed; None if it is not (or no longer) accepted."""
+        values = {"cleaning_id": cleaning.id, "user_id": cleaner.id}
+        record = await self.db.fetch_one(query=MARK_OFFER_COMPLETED_QUERY, values=values)
+        return _offer(record) if record else None
