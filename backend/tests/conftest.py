@@ -92,6 +92,21 @@ async def empty_tables(db: Database) -> None:
     await db.execute("TRUNCATE users, profiles, cleanings, security_events, rate_limit_hits RESTART IDENTITY CASCADE")
 
 
+@pytest.fixture
+def count_queries(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement the app sends through its pool, in order (the calls pass through unchanged)."""
+    sent: list[str] = []
+    for method in ("fetch_one", "fetch_all", "fetch_val", "execute"):
+        original = getattr(db, method)
+
+        def counting(*args: object, __original: Callable[..., object] = original, **kwargs: object) -> object:
+            sent.append(str(kwargs.get("query", args[0] if args else "")))
+            return __original(*args, **kwargs)
+
+        monkeypatch.setattr(db, method, counting)
+    return sent
+
+
 def auth_headers(user: AnyUser) -> dict[str, str]:
     token = auth_service.create_access_token_for_user(user=user, secret_key=str(SECRET_KEY))
     return {"Authorization": f"{JWT_TOKEN_PREFIX} {token}"}
@@ -204,7 +219,7 @@ async def test_cleaning(db: Database, test_user: UserPublic) -> CleaningInDB:
     return await CleaningsRepository(db).create_cleaning(new_cleaning=new_cleaning, requesting_user=test_user)
 
 
-async def create_cleaning_with_offers(db: Database, owner: AnyUser, offerers: list[UserPublic]) -> CleaningInDB:
+async def create_cleaning_with_offers(db: Database, owner: AnyUser, offerers: list[AnyUser]) -> CleaningInDB:
     """A new cleaning of `owner` with a pending offer from each of `offerers`."""
     new_cleaning = CleaningCreate(
         name="cleaning with offers", description="desc for cleaning", price=9.99, cleaning_type="full_clean"
