@@ -58,9 +58,23 @@ def superuser_token(base_url: str, database_url: str, env: dict[str, str]) -> st
     res = httpx.post(f"{base_url}/api/users/login/token/", data={"username": "fuzzer", "password": password})
     res.raise_for_status()
     token = str(res.json()["access_token"])
-    cleaning = {"new_cleaning": {"name": "fuzzed", "price": 10}}
-    httpx.post(f"{base_url}/api/cleanings/", json=cleaning, headers={"Authorization": f"Bearer {token}"})
+    seed_marketplace(base_url, token)
     return token
+
+
+def seed_marketplace(base_url: str, token: str) -> None:
+    """Cleaning 1 is the fuzzer's and cleaning 2 fuzz_cleaner's, each with an offer from the other
+    (schemathesis.toml names them), so the offer and evaluation routes have something to act on."""
+    fuzzer = {"Authorization": f"Bearer {token}"}
+    new_user = {"email": "cleaner@example.com", "username": "fuzz_cleaner", "password": secrets.token_urlsafe(16)}
+    res = httpx.post(f"{base_url}/api/users/", json={"new_user": new_user})
+    res.raise_for_status()
+    cleaner = {"Authorization": f"Bearer {res.json()['access_token']['access_token']}"}
+    for headers, name in ((fuzzer, "fuzzed"), (cleaner, "fuzzed too")):
+        cleaning = {"new_cleaning": {"name": name, "price": 10}}
+        httpx.post(f"{base_url}/api/cleanings/", json=cleaning, headers=headers).raise_for_status()
+    httpx.post(f"{base_url}/api/cleanings/1/offers/", headers=cleaner).raise_for_status()
+    httpx.post(f"{base_url}/api/cleanings/2/offers/", headers=fuzzer).raise_for_status()
 
 
 def main() -> int:
@@ -77,6 +91,12 @@ def main() -> int:
         command = [
             sys.executable, "-m", "schemathesis.cli", "run", f"{base_url}/openapi.json",
             "--checks", "all",
+            # ST302 ("created resource not found") takes every path under a created resource's
+            # path to name that resource. PUT and DELETE /api/cleanings/{cleaning_id}/offers/ act on
+            # the caller's own offer for the cleaning, which a cleaning the fuzzer just posted does
+            # not have: their 404 is right. A check runs on every operation or on none, so this one
+            # is off; the test suite reads back every cleaning, offer and evaluation it creates.
+            "--exclude-checks", "ensure_resource_availability",
             "--seed", str(args.seed),
             "--max-examples", str(args.examples),
             "--header", f"Authorization: Bearer {token}",

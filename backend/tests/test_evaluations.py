@@ -305,3 +305,9 @@ class TestStats:
         await create_user(db, email="x@example.com", username="someone", password="a-password")
         res = await authorized_client.get(stats_path(app, "nobody_here"))
         assert (res.status_code, res.json()) == (404, {"detail": "No user found with that username."})
+
+    async def test_the_stats_are_read_only(self, app: FastAPI, authorized_client: AsyncClient) -> None:
+        # "stats" is not a cleaning id: POST there is a method the stats do not allow, not a bad id
+        res = await authorized_client.post(stats_path(app, "bradpitt"), json={"evaluation_create": {}})
+        assert res.status_code == status.HTTP_405_METHOD_NOT_ALLOWED
+        assert res.headers["Allow"] == "GET"

@@ -1,6 +1,7 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Response, status
+from fastapi.responses import JSONResponse
 
 from app.api.dependencies.auth import CurrentUser
 from app.api.dependencies.cleanings import CleaningFromPath
@@ -28,6 +29,17 @@ router = APIRouter()
 
 def public(evaluation: EvaluationInDB) -> EvaluationPublic:
     return EvaluationPublic.model_validate(evaluation.model_dump())
+
+
+@router.post("/stats/", include_in_schema=False)
+async def stats_are_read_only() -> JSONResponse:
+    """Without this, POST .../stats/ would reach the route below with "stats" as a cleaning id and
+    answer 422; the stats can only be read."""
+    return JSONResponse(
+        status_code=status.HTTP_405_METHOD_NOT_ALLOWED,
+        content={"detail": "Method Not Allowed"},
+        headers={"Allow": "GET"},
+    )
 
 
 @router.post(
