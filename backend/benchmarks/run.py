@@ -334,7 +334,7 @@ def chart(figures: dict[str, Any], path: Path) -> None:
     for bar, value in zip(bars, values, strict=True):
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:.2f}", va="center")
     ax.invert_yaxis()
-    ax.set_xlabel("ratio (see README: higher is better, except p99 ratio and stall factor)")
+    ax.set_xlabel("ratio (see docs/performance.md: higher is better, except p99 ratio and stall factor)")
     ax.set_title(f"Phresh benchmark, {figures['cores']} cores, {figures['started'][:10]}")
     ax.legend(loc="lower right")
     fig.tight_layout()

@@ -38,7 +38,7 @@ async def get_user_from_token(
     except AuthException as exc:
         raise unauthorized(INVALID_TOKEN) from exc
     # Built here rather than injected: this runs on every authenticated request, and each
-    # dependency layer costs FastAPI measurable time (see the README's benchmark). One query
+    # dependency layer costs FastAPI measurable time (see docs/performance.md). One query
     # loads the user and their profile. The user is found by id (`uid`), never by the email or
     # username the token names: those can pass to another account after a change.
     user = await UsersRepository(db).get_user_by_id(user_id=claims.uid, populate=False)
