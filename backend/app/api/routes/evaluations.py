@@ -3,9 +3,8 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Response, status
 from fastapi.responses import JSONResponse
 
-from app.api.dependencies.auth import CurrentUser
+from app.api.dependencies.audit import Audit
 from app.api.dependencies.cleanings import CleaningFromPath
-from app.api.dependencies.client import ClientAddress
 from app.api.dependencies.evaluations import (
     EVALUATION_NOT_FOUND,
     NOT_ACCEPTED,
@@ -19,7 +18,6 @@ from app.api.dependencies.offers import bad_request
 from app.api.dependencies.users import USER_NOT_FOUND_BY_USERNAME, UserFromPath
 from app.api.errors import error_responses
 from app.api.responses import list_response
-from app.api.routes.offers import Events
 from app.db.errors import OfferNotAcceptedError
 from app.models.evaluation import EvaluationAggregate, EvaluationCreate, EvaluationInDB, EvaluationPublic
 from app.models.security_event import SecurityEventKind as Event
@@ -56,9 +54,7 @@ async def create_evaluation_for_cleaner(
     cleaning: CleaningFromPath,
     cleaner: UserFromPath,
     evals_repo: EvaluationsRepo,
-    current_user: CurrentUser,
-    events: Events,
-    address: ClientAddress,
+    audit: Audit,
 ) -> EvaluationPublic:
     """Rate the cleaner whose offer you accepted for your cleaning (0 to 5; `overall_rating` is
     required). Their offer becomes `completed`: one evaluation per job."""
@@ -68,12 +64,7 @@ async def create_evaluation_for_cleaner(
         )
     except OfferNotAcceptedError as exc:  # evaluated, or cancelled, by a request that came first
         raise bad_request(NOT_ACCEPTED) from exc
-    await events.record(
-        kind=Event.evaluation_created,
-        user_id=current_user.id,
-        client_address=address,
-        detail=f"cleaning {cleaning.id}, cleaner {cleaner.id}",
-    )
+    await audit.record(Event.evaluation_created, detail=f"cleaning {cleaning.id}, cleaner {cleaner.id}")
     return public(evaluation)
 
 

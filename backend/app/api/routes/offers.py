@@ -2,11 +2,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
+from app.api.dependencies.audit import Audit
 from app.api.dependencies.auth import CurrentUser
 from app.api.dependencies.cleanings import NOT_FOUND as CLEANING_NOT_FOUND
 from app.api.dependencies.cleanings import CleaningFromPath, cleaning_not_found
-from app.api.dependencies.client import ClientAddress
-from app.api.dependencies.database import get_repository
 from app.api.dependencies.offers import (
     ALREADY_ACCEPTED,
     CANNOT_LIST,
@@ -40,13 +39,10 @@ from app.db.errors import (
     OfferNotFoundError,
     OfferNotPendingError,
 )
-from app.db.repositories.security_events import SecurityEventsRepository
 from app.models.offer import OfferCreate, OfferInDB, OfferPublic, OfferStatus, OfferUpdate
 from app.models.security_event import SecurityEventKind as Event
 
 router = APIRouter()
-
-Events = Annotated[SecurityEventsRepository, Depends(get_repository(SecurityEventsRepository))]
 
 
 def public(offer: OfferInDB) -> OfferPublic:
@@ -115,9 +111,7 @@ async def get_offer_from_user(offer: OfferFromPath) -> OfferPublic:
     dependencies=[Depends(check_offer_acceptance_permissions)],
     responses=error_responses(400, 401, 403, 404, 503, e400=ALREADY_ACCEPTED, e403=NOT_CLEANING_OWNER),
 )
-async def accept_offer(
-    offer: OfferFromPath, offers_repo: OffersRepo, current_user: CurrentUser, events: Events, address: ClientAddress
-) -> OfferPublic:
+async def accept_offer(offer: OfferFromPath, offers_repo: OffersRepo, audit: Audit) -> OfferPublic:
     """Accept a pending offer for your cleaning: every other pending offer is rejected at once."""
     try:
         accepted = await offers_repo.accept_offer(offer=offer, offer_update=OfferUpdate(status=OfferStatus.accepted))
@@ -127,9 +121,7 @@ async def accept_offer(
         raise bad_request(ALREADY_ACCEPTED) from exc
     except (OfferNotFoundError, CleaningNotFoundError) as exc:
         raise offer_not_found() from exc
-    await events.record(
-        kind=Event.offer_accepted, user_id=current_user.id, client_address=address, detail=detail_of(accepted)
-    )
+    await audit.record(Event.offer_accepted, detail=detail_of(accepted))
     return public(accepted)
 
 
@@ -141,9 +133,7 @@ async def accept_offer(
     dependencies=[Depends(check_offer_cancel_permissions)],
     responses=error_responses(400, 401, 404, 503, e400=NOT_ACCEPTED, e404=OFFER_NOT_FOUND),
 )
-async def cancel_offer(
-    offer: OwnOffer, offers_repo: OffersRepo, current_user: CurrentUser, events: Events, address: ClientAddress
-) -> OfferPublic:
+async def cancel_offer(offer: OwnOffer, offers_repo: OffersRepo, audit: Audit) -> OfferPublic:
     """Back out of a job after your offer was accepted: the offers that were rejected are pending again."""
     try:
         cancelled = await offers_repo.cancel_offer(offer=offer, offer_update=OfferUpdate(status=OfferStatus.cancelled))
@@ -151,9 +141,7 @@ async def cancel_offer(
         raise bad_request(NOT_ACCEPTED) from exc
     except (OfferNotFoundError, CleaningNotFoundError) as exc:
         raise offer_not_found() from exc
-    await events.record(
-        kind=Event.offer_cancelled, user_id=current_user.id, client_address=address, detail=detail_of(cancelled)
-    )
+    await audit.record(Event.offer_cancelled, detail=detail_of(cancelled))
     return public(cancelled)
 
 
@@ -165,9 +153,7 @@ async def cancel_offer(
     dependencies=[Depends(check_offer_rescind_permissions)],
     responses=error_responses(400, 401, 404, 503, e400=NOT_RESCINDABLE, e404=OFFER_NOT_FOUND),
 )
-async def rescind_offer(
-    offer: OwnOffer, offers_repo: OffersRepo, current_user: CurrentUser, events: Events, address: ClientAddress
-) -> int:
+async def rescind_offer(offer: OwnOffer, offers_repo: OffersRepo, audit: Audit) -> int:
     """Withdraw your offer while it is pending (it is deleted); the answer is the cleaning's id."""
     try:
         cleaning_id = await offers_repo.rescind_offer(offer=offer)
@@ -175,7 +161,5 @@ async def rescind_offer(
         raise bad_request(NOT_RESCINDABLE) from exc
     except OfferNotFoundError as exc:
         raise offer_not_found() from exc
-    await events.record(
-        kind=Event.offer_rescinded, user_id=current_user.id, client_address=address, detail=detail_of(offer)
-    )
+    await audit.record(Event.offer_rescinded, detail=detail_of(offer))
     return cleaning_id
