@@ -33,7 +33,7 @@ from app.db.repositories.cleanings import CleaningsRepository
 from app.db.repositories.evaluations import EvaluationsRepository
 from app.db.repositories.offers import OffersRepository
 from app.db.repositories.users import UsersRepository
-from app.models.cleaning import CleaningCreate, CleaningInDB
+from app.models.cleaning import CleaningCreate, CleaningInDB, CleaningUpdate
 from app.models.evaluation import EvaluationCreate
 from app.models.offer import OfferCreate, OfferStatus, OfferUpdate
 from app.models.user import UserCreate, UserInDB, UserPublic
@@ -299,6 +299,36 @@ async def test_list_of_cleanings_with_evaluated_offer(
         )
         for i in range(5)
     ]
+
+
+@pytest.fixture
+async def test_list_of_new_and_updated_cleanings(db: Database, test_user_list: list[UserPublic]) -> list[CleaningInDB]:
+    """The tutorial's feed data: 50 new cleanings of users 3 to 6, then every fourth updated (13 of
+    them), each write its own transaction, so each event has a timestamp of its own."""
+    cleanings_repo = CleaningsRepository(db)
+    new_cleanings = [
+        await cleanings_repo.create_cleaning(
+            new_cleaning=CleaningCreate(
+                name=f"feed item cleaning job - {i}",
+                description=f"test description for feed item cleaning: {i}",
+                price=float(f"{i}9.99"),
+                cleaning_type=["full_clean", "spot_clean", "dust_up"][i % 3],
+            ),
+            requesting_user=test_user_list[i % len(test_user_list)],
+        )
+        for i in range(50)
+    ]
+    for i, cleaning in enumerate(new_cleanings):
+        if i % 4 == 0:
+            updated = await cleanings_repo.update_cleaning(
+                cleaning=cleaning,
+                cleaning_update=CleaningUpdate(
+                    description=f"Updated {cleaning.description}", price=cleaning.price + 100.0
+                ),
+            )
+            assert updated is not None
+            new_cleanings[i] = updated
+    return new_cleanings
 
 
 @pytest.fixture

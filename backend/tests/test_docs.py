@@ -30,6 +30,7 @@ LOCKED = {
     ("get", "/api/users/{username}/evaluations/{cleaning_id}/"),
     ("get", "/api/users/{username}/evaluations/"),
     ("get", "/api/users/{username}/evaluations/stats/"),
+    ("get", "/api/feed/cleanings/"),
 }
 
 

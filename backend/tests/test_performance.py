@@ -100,7 +100,7 @@ class TestQueriesUseIndexes:
             (GET_POPULATED_CLEANING_BY_ID_QUERY, {"id": 1}, "cleanings_pkey"),  # a cleaning and its owner
             (GET_POPULATED_CLEANING_BY_ID_QUERY, {"id": 1}, "users_pkey"),
             (GET_PROFILE_BY_USERNAME_QUERY, {"username": "LebronJames"}, "ix_users_username"),  # a profile
-            (LIST_ALL_USER_CLEANINGS_QUERY, {"owner": 1}, "ix_cleanings_owner"),  # the cleanings list
+            (LIST_ALL_USER_CLEANINGS_QUERY, {"owner": 1, "after_id": 0, "limit": 20}, "ix_cleanings_owner_id"),
         ),
     )
     async def test_the_hot_queries_are_index_lookups(

@@ -59,6 +59,7 @@ class TestLiveServer:
             "/api/users/{username}/evaluations/",
             "/api/users/{username}/evaluations/stats/",
             "/api/users/{username}/evaluations/{cleaning_id}/",
+            "/api/feed/cleanings/",
             "/api/security-events/",
             "/api/health/",
             "/api/health/ready/",

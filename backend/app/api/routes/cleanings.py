@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Response, status
+from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 
 from app.api.dependencies.auth import CurrentUser
 from app.api.dependencies.cleanings import (
@@ -14,6 +14,7 @@ from app.api.dependencies.cleanings import (
 from app.api.errors import error_responses
 from app.api.responses import list_response, model_response
 from app.db.errors import CleaningHasAcceptedOfferError, InvalidCleaningTypeError
+from app.db.repositories.base import MAX_ID
 from app.models.cleaning import CleaningCreate, CleaningPublic, CleaningUpdate
 
 router = APIRouter()
@@ -29,8 +30,18 @@ HAS_ACCEPTED_OFFER = "This cleaning job has an accepted offer and cannot be dele
     summary="List my cleanings",
     responses=error_responses(401, 503),
 )
-async def list_all_user_cleanings(current_user: CurrentUser, cleanings_repo: CleaningsRepo) -> Response:
-    cleanings = await cleanings_repo.list_all_user_cleanings(requesting_user=current_user)
+async def list_all_user_cleanings(
+    current_user: CurrentUser,
+    cleanings_repo: CleaningsRepo,
+    limit: Annotated[int | None, Query(ge=1, le=100, description="At most this many cleanings (default: all).")] = None,
+    after_id: Annotated[
+        int, Query(ge=0, le=MAX_ID, description="The `id` of the last cleaning of the page before.")
+    ] = 0,
+) -> Response:
+    """The caller's cleanings, in the order they were posted; page with `limit` and `after_id`."""
+    cleanings = await cleanings_repo.list_all_user_cleanings(
+        requesting_user=current_user, limit=limit, after_id=after_id
+    )
     public = [CleaningPublic.model_validate(cleaning, from_attributes=True) for cleaning in cleanings]
     return list_response(CleaningPublic, public)
 

@@ -1,6 +1,7 @@
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.api.dependencies.audit import Audit
 from app.api.dependencies.auth import CurrentUser
@@ -26,9 +27,9 @@ from app.api.dependencies.offers import (
     check_offer_get_permissions,
     check_offer_list_permissions,
     check_offer_rescind_permissions,
-    list_offers_for_cleaning_by_id_from_path,
     offer_not_found,
 )
+from app.api.dependencies.paging import in_utc
 from app.api.errors import error_responses
 from app.api.responses import list_response
 from app.db.errors import (
@@ -39,6 +40,7 @@ from app.db.errors import (
     OfferNotFoundError,
     OfferNotPendingError,
 )
+from app.db.repositories.base import MAX_ID
 from app.models.offer import OfferCreate, OfferInDB, OfferPublic, OfferStatus, OfferUpdate
 from app.models.security_event import SecurityEventKind as Event
 
@@ -84,9 +86,21 @@ async def create_offer(cleaning: CleaningFromPath, current_user: CurrentUser, of
     responses=error_responses(401, 403, 404, 503, e403=CANNOT_LIST, e404=CLEANING_NOT_FOUND),
 )
 async def list_offers_for_cleaning(
-    offers: Annotated[list[OfferPublic], Depends(list_offers_for_cleaning_by_id_from_path)],
+    cleaning: CleaningFromPath,
+    offers_repo: OffersRepo,
+    limit: Annotated[int | None, Query(ge=1, le=100, description="At most this many offers (default: all).")] = None,
+    after_created_at: Annotated[
+        datetime | None,
+        Query(description="The `created_at` of the last offer of the page before (UTC if it has no time zone)."),
+    ] = None,
+    after_user_id: Annotated[
+        int, Query(ge=0, le=MAX_ID, description="The `user_id` of the last offer of the page before.")
+    ] = 0,
 ) -> Response:
-    """Every offer for the cleaning, oldest first, each with the user who made it (the cleaning's owner only)."""
+    """Every offer for the cleaning, oldest first, each with the user who made it (the cleaning's
+    owner only). Page with `limit`, and the last offer's `created_at` and `user_id` as the cursor."""
+    after = (in_utc(after_created_at), after_user_id) if after_created_at is not None else None
+    offers = await offers_repo.list_offers_for_cleaning(cleaning=cleaning, limit=limit, after=after)
     return list_response(OfferPublic, offers)
 
 

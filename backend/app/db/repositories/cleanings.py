@@ -39,11 +39,13 @@ GET_CLEANING_BY_ID_FOR_UPDATE_QUERY = f"""
     FOR UPDATE;
 """
 
+# A page of a user's cleanings, by id, after a cursor (0: from the first); LIMIT NULL is no limit.
 LIST_ALL_USER_CLEANINGS_QUERY = f"""
     SELECT {CLEANING_COLUMNS}
     FROM cleanings
-    WHERE owner = :owner
-    ORDER BY id;
+    WHERE owner = :owner AND id > :after_id
+    ORDER BY id
+    LIMIT :limit;
 """
 
 UPDATE_CLEANING_BY_ID_QUERY = f"""
@@ -125,8 +127,13 @@ class CleaningsRepository(BaseRepository):
         owner = await self.users_repo.get_user_by_id(user_id=cleaning.owner) if cleaning.owner else None
         return CleaningPublic.model_validate({**cleaning.model_dump(exclude={"owner"}), "owner": owner})
 
-    async def list_all_user_cleanings(self, *, requesting_user: UserInDB | UserPublic) -> list[CleaningInDB]:
-        records = await self.db.fetch_all(query=LIST_ALL_USER_CLEANINGS_QUERY, values={"owner": requesting_user.id})
+    async def list_all_user_cleanings(
+        self, *, requesting_user: UserInDB | UserPublic, limit: int | None = None, after_id: int = 0
+    ) -> list[CleaningInDB]:
+        """The user's cleanings in the order they were posted: all of them (the tutorial's call), or
+        a page of `limit` after the cleaning `after_id` (the last one of the page before)."""
+        values = {"owner": requesting_user.id, "after_id": after_id, "limit": limit}
+        records = await self.db.fetch_all(query=LIST_ALL_USER_CLEANINGS_QUERY, values=values)
         return [CleaningInDB.model_validate(as_dict(record)) for record in records]
 
     async def update_cleaning(

@@ -4,6 +4,7 @@ cancel, an accept and a delete of the cleaning) run one after the other, each se
 other did. The database's own constraints (one offer per user and cleaning, one accepted offer
 per cleaning) stand behind that."""
 
+from datetime import UTC, datetime
 from typing import Literal, overload
 
 import asyncpg
@@ -42,14 +43,17 @@ LIST_OFFERS_FOR_CLEANING_QUERY = f"""
 """
 
 # The offers with their users and the users' profiles: one query, however many offers there are.
+# Oldest first, a page of :limit (NULL: all) after the cursor (created_at, user_id) of the last
+# offer of the page before (the epoch and 0: from the first).
 LIST_POPULATED_OFFERS_FOR_CLEANING_QUERY = f"""
     SELECT {", ".join(f"o.{field}" for field in OFFER_FIELDS)},
            {user_with_profile_columns(prefix="offerer_")}
     FROM user_offers_for_cleanings o
     JOIN users u ON u.id = o.user_id
     LEFT JOIN profiles p ON p.user_id = u.id
-    WHERE o.cleaning_id = :cleaning_id
-    ORDER BY o.created_at, o.user_id;
+    WHERE o.cleaning_id = :cleaning_id AND (o.created_at, o.user_id) > (:after_created_at, :after_user_id)
+    ORDER BY o.created_at, o.user_id
+    LIMIT :limit;
 """
 
 GET_OFFER_FOR_CLEANING_FROM_USER_QUERY = f"""
@@ -97,6 +101,8 @@ MARK_OFFER_COMPLETED_QUERY = f"""
     RETURNING {OFFER_COLUMNS};
 """
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # before every offer
+
 AnyCleaning = CleaningInDB | CleaningPublic
 AnyUser = UserInDB | UserPublic
 
@@ -124,17 +130,40 @@ class OffersRepository(BaseRepository):
 
     @overload
     async def list_offers_for_cleaning(
-        self, *, cleaning: AnyCleaning, populate: Literal[True] = True
+        self,
+        *,
+        cleaning: AnyCleaning,
+        populate: Literal[True] = True,
+        limit: int | None = None,
+        after: tuple[datetime, int] | None = None,
     ) -> list[OfferPublic]: ...
     @overload
-    async def list_offers_for_cleaning(self, *, cleaning: AnyCleaning, populate: Literal[False]) -> list[OfferInDB]: ...
     async def list_offers_for_cleaning(
-        self, *, cleaning: AnyCleaning, populate: bool = True
+        self,
+        *,
+        cleaning: AnyCleaning,
+        populate: Literal[False],
+        limit: int | None = None,
+        after: tuple[datetime, int] | None = None,
+    ) -> list[OfferInDB]: ...
+    async def list_offers_for_cleaning(
+        self,
+        *,
+        cleaning: AnyCleaning,
+        populate: bool = True,
+        limit: int | None = None,
+        after: tuple[datetime, int] | None = None,
     ) -> list[OfferPublic] | list[OfferInDB]:
-        """The cleaning's offers, oldest first; with each offering user embedded unless `populate=False`."""
-        values = {"cleaning_id": cleaning.id}
+        """The cleaning's offers, oldest first; with each offering user embedded unless `populate=False`.
+
+        All of them (the tutorial's call), or, populated, a page of `limit` after the offer whose
+        (created_at, user_id) is `after` (the last one of the page before).
+        """
+        values: dict[str, object] = {"cleaning_id": cleaning.id}
         if not populate:
             return [_offer(record) for record in await self.db.fetch_all(LIST_OFFERS_FOR_CLEANING_QUERY, values)]
+        after_created_at, after_user_id = after or (EPOCH, 0)
+        values |= {"limit": limit, "after_created_at": after_created_at, "after_user_id": after_user_id}
         offers = []
         for record in await self.db.fetch_all(LIST_POPULATED_OFFERS_FOR_CLEANING_QUERY, values):
             row = as_dict(record)

@@ -1,0 +1,75 @@
+"""The activity feed. A page is the `page_chunk_size` newest events before a cursor, in
+(event_timestamp, cleaning id) order, newest first: that order is total (a cleaning's update never
+has its creation's timestamp), so walking pages with the last item's timestamp and id as the next
+cursor repeats and skips nothing, even when many cleanings share one timestamp (rows written in one
+transaction do).
+
+Each half (creations, updates) is a range scan of its own index from the cursor, stopped after a
+page; the halves are merged and cut to a page; the page's cleanings, owners and owners' profiles
+come in the same query. One query per page, whatever the table's size.
+"""
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from databases import Database
+
+from app.db.repositories.base import BaseRepository, as_dict
+from app.db.repositories.cleanings import CLEANING_COLUMNS
+from app.db.repositories.users import UsersRepository, user_from_row, user_with_profile_columns
+from app.models.feed import CleaningFeedItem
+from app.models.user import UserPublic
+
+FETCH_CLEANING_JOBS_FEED_QUERY = f"""
+    WITH events AS (
+        (
+            SELECT id, 'is_update' AS event_type, updated_at AS event_timestamp
+            FROM cleanings
+            WHERE updated_at <> created_at AND (updated_at, id) < (:starting_date, :starting_id)
+            ORDER BY updated_at DESC, id DESC
+            LIMIT :page_chunk_size
+        )
+        UNION ALL
+        (
+            SELECT id, 'is_create' AS event_type, created_at AS event_timestamp
+            FROM cleanings
+            WHERE (created_at, id) < (:starting_date, :starting_id)
+            ORDER BY created_at DESC, id DESC
+            LIMIT :page_chunk_size
+        )
+        ORDER BY event_timestamp DESC, id DESC
+        LIMIT :page_chunk_size
+    )
+    SELECT row_number() OVER (ORDER BY e.event_timestamp DESC, e.id DESC) AS row_number,
+           e.event_type,
+           e.event_timestamp,
+           {", ".join(f"c.{column}" for column in CLEANING_COLUMNS.split(", "))},
+           {user_with_profile_columns(prefix="owner_")}
+    FROM events e
+    JOIN cleanings c ON c.id = e.id
+    LEFT JOIN users u ON u.id = c.owner
+    LEFT JOIN profiles p ON p.user_id = u.id
+    ORDER BY e.event_timestamp DESC, e.id DESC;
+"""
+
+
+class FeedRepository(BaseRepository):
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.users_repo = UsersRepository(db)
+
+    async def fetch_cleaning_jobs_feed(
+        self, *, starting_date: datetime, page_chunk_size: int = 20, starting_id: int = 0
+    ) -> list[CleaningFeedItem]:
+        """The newest events before (`starting_date`, `starting_id`). With `starting_id` 0 (the
+        tutorial's call) that is every event strictly older than `starting_date`; with the last
+        item's event_timestamp and id, the page right after that item."""
+        values = {"starting_date": starting_date, "starting_id": starting_id, "page_chunk_size": page_chunk_size}
+        records = await self.db.fetch_all(query=FETCH_CLEANING_JOBS_FEED_QUERY, values=values)
+        return [self.populate_cleaning_feed_item(row=as_dict(record)) for record in records]
+
+    def populate_cleaning_feed_item(self, *, row: Mapping[str, Any]) -> CleaningFeedItem:
+        owner = user_from_row(row, prefix="owner_")
+        item = {key: value for key, value in row.items() if not key.startswith("owner_")}
+        return CleaningFeedItem.model_validate({**item, "owner": UserPublic.from_user(owner) if owner else None})
