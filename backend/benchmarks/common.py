@@ -1,0 +1,128 @@
+"""What the benchmark's sections share: the load generators and what a load measured."""
+
+import asyncio
+import json
+import os
+import resource
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Load:
+    """What one load run measured."""
+
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    statuses: dict[int, int] = field(default_factory=dict)
+    ok_p99_ms: float | None = None  # p99 of the 2xx answers only
+    generator_cpu_share: float = 0.0  # CPU seconds of the load generator per wall second
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def run_wrk(url: str, *, connections: int, seconds: float, token: str | None = None) -> Load:
+    """Drive GET `url` with wrk; its own CPU time comes from the kernel (wait4)."""
+    env = {**os.environ, **({"TOKEN": token} if token else {})}
+    threads = max(1, min(2, connections))
+    process = await asyncio.create_subprocess_exec(
+        "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--latency",
+        "-s", str(HERE / "get.lua"), url,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    stdout, stderr = await process.communicate()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next((row for row in stdout.decode().splitlines() if row.startswith("JSON")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result: {stdout.decode()} {stderr.decode()}")
+    result = json.loads(line[4:])
+    wall = result["duration_us"] / 1e6
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Load(
+        requests=result["requests"],
+        seconds=wall,
+        p50_ms=result["p50_us"] / 1000,
+        p99_ms=result["p99_us"] / 1000,
+        statuses={200: result["requests"] - result["errors"]},
+        generator_cpu_share=cpu / wall,
+    )
+
+
+async def run_posts(base_url: str, *, connections: int, seconds: float, make_request: Any, prefix: str) -> Load:
+    """`connections` clients, each sending its next request as soon as the last one is answered."""
+    latencies: dict[int, list[float]] = {}
+    cpu_before = time.process_time()
+    started = time.perf_counter()
+    deadline = started + seconds
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as http:
+
+        async def client(number: int) -> None:
+            sent = 0
+            while time.perf_counter() < deadline:
+                sent += 1
+                method, path, kwargs = make_request(f"{prefix}{number}n{sent}")
+                t0 = time.perf_counter()
+                res = await http.request(method, path, **kwargs)
+                latencies.setdefault(res.status_code, []).append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(client(n) for n in range(connections)))
+    wall = time.perf_counter() - started
+    everything = [t for times in latencies.values() for t in times]
+    ok = [t for status, times in latencies.items() if 200 <= status < 300 for t in times]
+    return Load(
+        requests=len(ok),
+        seconds=wall,
+        p50_ms=percentile(everything, 50) * 1000,
+        p99_ms=percentile(everything, 99) * 1000,
+        statuses={status: len(times) for status, times in sorted(latencies.items())},
+        ok_p99_ms=percentile(ok, 99) * 1000,
+        generator_cpu_share=(time.process_time() - cpu_before) / wall,
+    )
+
+
+async def interleaved(
+    routes: dict[str, tuple[str, str | None]], *, connections: int, seconds: float, slices: int = 4
+) -> dict[str, Load]:
+    """wrk on each route in turn, `slices` times; throughput over all slices, the median slice's p50/p99."""
+    runs: dict[str, list[Load]] = {name: [] for name in routes}
+    slice_seconds = max(1, int(seconds // slices))  # wrk takes whole seconds
+    for _ in range(slices):
+        for name, (url, token) in routes.items():
+            runs[name].append(await run_wrk(url, connections=connections, seconds=slice_seconds, token=token))
+    return {
+        name: Load(
+            requests=sum(load.requests for load in loads),
+            seconds=sum(load.seconds for load in loads),
+            p50_ms=statistics.median(load.p50_ms for load in loads),
+            p99_ms=statistics.median(load.p99_ms for load in loads),
+            statuses={200: sum(load.requests for load in loads)},
+            generator_cpu_share=max(load.generator_cpu_share for load in loads),
+        )
+        for name, loads in runs.items()
+    }
+
+
+def register_request(name: str) -> tuple[str, str, dict[str, Any]]:
+    body = {"new_user": {"email": f"{name}@example.com", "username": name, "password": "benchmark-pass"}}
+    return "POST", "/api/users/", {"json": body}
