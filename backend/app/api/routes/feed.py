@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from app.api.dependencies.auth import get_current_active_user
 from app.api.dependencies.database import get_repository
-from app.api.dependencies.paging import in_utc
+from app.api.dependencies.paging import DateTimeQuery, in_utc
 from app.api.errors import error_responses
 from app.api.responses import list_response
 from app.db.repositories.base import MAX_ID
@@ -31,7 +31,7 @@ async def get_cleaning_feed_for_user(
     feed_repo: Annotated[FeedRepository, Depends(get_repository(FeedRepository))],
     page_chunk_size: Annotated[int, Query(ge=1, le=50)] = 20,
     starting_date: Annotated[
-        datetime | None,
+        DateTimeQuery | None,
         Query(description="Events before this time. A time without a time zone is read as UTC. Default: now + 10 min."),
     ] = None,
     starting_id: Annotated[

@@ -1,4 +1,3 @@
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -29,7 +28,7 @@ from app.api.dependencies.offers import (
     check_offer_rescind_permissions,
     offer_not_found,
 )
-from app.api.dependencies.paging import in_utc
+from app.api.dependencies.paging import DateTimeQuery, in_utc
 from app.api.errors import error_responses
 from app.api.responses import list_response
 from app.db.errors import (
@@ -90,7 +89,7 @@ async def list_offers_for_cleaning(
     offers_repo: OffersRepo,
     limit: Annotated[int | None, Query(ge=1, le=100, description="At most this many offers (default: all).")] = None,
     after_created_at: Annotated[
-        datetime | None,
+        DateTimeQuery | None,
         Query(description="The `created_at` of the last offer of the page before (UTC if it has no time zone)."),
     ] = None,
     after_user_id: Annotated[

@@ -62,6 +62,14 @@ GET_OFFER_FOR_CLEANING_FROM_USER_QUERY = f"""
     WHERE cleaning_id = :cleaning_id AND user_id = :user_id;
 """
 
+# Locks the offer's row: a rescind (a DELETE) of it waits until the accepting transaction ends.
+GET_OFFER_FOR_UPDATE_QUERY = f"""
+    SELECT {OFFER_COLUMNS}
+    FROM user_offers_for_cleanings
+    WHERE cleaning_id = :cleaning_id AND user_id = :user_id
+    FOR UPDATE;
+"""
+
 ACCEPT_OFFER_QUERY = f"""
     UPDATE user_offers_for_cleanings
     SET status = 'accepted'
@@ -202,7 +210,7 @@ class OffersRepository(BaseRepository):
         try:
             async with self.db.transaction():
                 await self._lock_cleaning(offer.cleaning_id)
-                current = await self.db.fetch_one(query=GET_OFFER_FOR_CLEANING_FROM_USER_QUERY, values=values)
+                current = await self.db.fetch_one(query=GET_OFFER_FOR_UPDATE_QUERY, values=values)
                 if current is None:
                     raise OfferNotFoundError
                 if current["status"] != "pending":
@@ -211,10 +219,11 @@ class OffersRepository(BaseRepository):
                 if await self.db.fetch_val(query=CLEANING_HAS_ACCEPTED_OFFER_QUERY, values=has_accepted):
                     raise CleaningAlreadyHasAcceptedOfferError
                 record = await self.db.fetch_one(query=ACCEPT_OFFER_QUERY, values=values)
+                if record is None:  # cannot happen while the row is locked; never a 500 if it does
+                    raise OfferNotPendingError
                 await self.db.execute(query=REJECT_OTHER_PENDING_OFFERS_QUERY, values=values)
         except asyncpg.UniqueViolationError as exc:  # the index that allows one accepted offer per cleaning
             raise CleaningAlreadyHasAcceptedOfferError from exc
-        assert record is not None  # checked pending under the lock
         return _offer(record)
 
     async def cancel_offer(self, *, offer: OfferInDB, offer_update: OfferUpdate | None = None) -> OfferInDB:
