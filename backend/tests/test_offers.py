@@ -434,3 +434,16 @@ class TestTheAuditTrail:
             ("offer_cancelled", test_user3.id, f"cleaning {cleaning.id}, offer of user {test_user3.id}", "127.0.0.1"),
             ("offer_rescinded", test_user4.id, f"cleaning {cleaning.id}, offer of user {test_user4.id}", "127.0.0.1"),
         ]
+
+
+class TestTheTutorialsRepositoryCalls:
+    async def test_an_offer_populates_with_its_user(
+        self, db: Database, test_user3: UserPublic, test_cleaning_with_offers: CleaningInDB
+    ) -> None:
+        offers_repo = OffersRepository(db)
+        offer = await offers_repo.get_offer_for_cleaning_from_user(cleaning=test_cleaning_with_offers, user=test_user3)
+        assert offer is not None
+        populated = await offers_repo.populate_offer(offer=offer)
+        assert populated.user == test_user3 and populated.cleaning is None
+        listed = await offers_repo.list_offers_for_cleaning(cleaning=test_cleaning_with_offers)
+        assert populated in listed
