@@ -36,7 +36,7 @@ from app.db.repositories.users import UsersRepository
 from app.models.cleaning import CleaningCreate, CleaningInDB, CleaningUpdate
 from app.models.evaluation import EvaluationCreate
 from app.models.offer import OfferCreate, OfferStatus, OfferUpdate
-from app.models.user import UserCreate, UserInDB, UserPublic
+from app.models.user import AnyUser, UserCreate, UserInDB, UserPublic
 from app.services import auth_service
 
 # TESTING=1 made the configured database `<database>_test`. Processes the tests start get that
@@ -44,9 +44,6 @@ from app.services import auth_service
 del os.environ["TESTING"]
 TEST_DATABASE_URL: DatabaseURL = DATABASE_URL
 assert str(TEST_DATABASE_URL.database).endswith("_test")
-
-# A user as the tutorial's fixtures hand them out (populated, with a profile), or as stored.
-AnyUser = UserInDB | UserPublic
 
 
 @pytest.fixture(scope="session")

@@ -447,3 +447,17 @@ class TestTheTutorialsRepositoryCalls:
         assert populated.user == test_user3 and populated.cleaning is None
         listed = await offers_repo.list_offers_for_cleaning(cleaning=test_cleaning_with_offers)
         assert populated in listed
+
+    async def test_unpopulated_offers_page_the_same_way(
+        self, db: Database, test_user_list: list[UserPublic], test_cleaning_with_offers: CleaningInDB
+    ) -> None:
+        offers_repo = OffersRepository(db)
+        everything = await offers_repo.list_offers_for_cleaning(cleaning=test_cleaning_with_offers, populate=False)
+        first = await offers_repo.list_offers_for_cleaning(cleaning=test_cleaning_with_offers, populate=False, limit=3)
+        last = first[-1]
+        rest = await offers_repo.list_offers_for_cleaning(
+            cleaning=test_cleaning_with_offers,
+            populate=False,
+            after=(last.created_at, last.user_id),  # type: ignore[arg-type]
+        )
+        assert [o.user_id for o in first + rest] == [o.user_id for o in everything] == [u.id for u in test_user_list]

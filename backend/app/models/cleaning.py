@@ -60,3 +60,7 @@ class CleaningInDB(IDModelMixin, DateTimeModelMixin, CleaningBase):
 class CleaningPublic(IDModelMixin, DateTimeModelMixin, CleaningBase):
     # The owner's id; GET by id embeds the owner instead, with their profile (Part 17).
     owner: int | UserPublic | None = None
+
+
+# A cleaning as the repositories hand it out: with its owner embedded, or with the owner's id.
+AnyCleaning = CleaningInDB | CleaningPublic

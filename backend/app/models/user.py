@@ -110,6 +110,10 @@ class UserPublic(IDModelMixin, DateTimeModelMixin, UserBase):
         return self._token_version
 
 
+# A user as the repositories hand them out: populated (the public view, with a profile) or as stored.
+AnyUser = UserInDB | UserPublic
+
+
 class UsersPage(CoreModel):
     """One page of the user list, and where it sits in the whole."""
 

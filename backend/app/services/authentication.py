@@ -19,7 +19,7 @@ from app.core.config import (
     SECRET_KEY_PREVIOUS,
 )
 from app.models.token import JWT_ISSUER, JWTCreds, JWTMeta, JWTPayload
-from app.models.user import UserInDB, UserPasswordUpdate, UserPublic
+from app.models.user import AnyUser, UserInDB, UserPasswordUpdate, UserPublic
 
 # bcrypt reads at most 72 bytes (bcrypt 5 raises past that, older releases cut silently), and the
 # tutorial hashes password + a 29-character salt. bcrypt_sha256 runs HMAC-SHA256 over the input
@@ -97,7 +97,7 @@ class AuthService:
     def create_access_token_for_user(
         self,
         *,
-        user: UserInDB | UserPublic | None,
+        user: AnyUser | None,
         secret_key: str = str(SECRET_KEY),
         audience: str = JWT_AUDIENCE,
         expires_in: int = ACCESS_TOKEN_EXPIRE_MINUTES,

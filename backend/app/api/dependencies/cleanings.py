@@ -5,8 +5,8 @@ from fastapi import Depends, HTTPException, Path, status
 from app.api.dependencies.auth import CurrentUser
 from app.api.dependencies.database import get_repository
 from app.db.repositories.cleanings import CleaningsRepository
-from app.models.cleaning import CleaningInDB, CleaningPublic
-from app.models.user import UserInDB, UserPublic
+from app.models.cleaning import AnyCleaning, CleaningPublic
+from app.models.user import AnyUser, UserPublic
 
 CleaningsRepo = Annotated[CleaningsRepository, Depends(get_repository(CleaningsRepository))]
 
@@ -35,7 +35,7 @@ async def get_cleaning_by_id_from_path(
 CleaningFromPath = Annotated[CleaningPublic, Depends(get_cleaning_by_id_from_path)]
 
 
-def user_owns_cleaning(*, user: UserInDB | UserPublic, cleaning: CleaningInDB | CleaningPublic) -> bool:
+def user_owns_cleaning(*, user: AnyUser, cleaning: AnyCleaning) -> bool:
     """Whether the user owns the cleaning, whether its owner is an id or an embedded user."""
     owner = cleaning.owner
     owner_id = owner.id if isinstance(owner, UserPublic) else owner

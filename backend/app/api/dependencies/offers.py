@@ -12,8 +12,10 @@ from app.api.dependencies.auth import CurrentUser
 from app.api.dependencies.cleanings import CleaningFromPath, user_owns_cleaning
 from app.api.dependencies.database import get_repository
 from app.api.dependencies.users import UserFromPath
-from app.db.repositories.offers import AnyCleaning, AnyUser, OffersRepository
+from app.db.repositories.offers import OffersRepository
+from app.models.cleaning import AnyCleaning
 from app.models.offer import OfferInDB, OfferPublic, OfferStatus
+from app.models.user import AnyUser
 
 OffersRepo = Annotated[OffersRepository, Depends(get_repository(OffersRepository))]
 

@@ -24,6 +24,7 @@ from app.db.repositories.users import UsersRepository
 from app.models.security_event import SecurityEventKind as Event
 from app.models.token import AccessToken
 from app.models.user import (
+    AnyUser,
     UserCreate,
     UserInDB,
     UserPasswordChange,
@@ -52,7 +53,7 @@ def name_taken(exc: EmailAlreadyTakenError | UsernameAlreadyTakenError) -> HTTPE
     return HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=detail)
 
 
-def access_token_for(user: UserInDB | UserPublic) -> AccessToken:
+def access_token_for(user: AnyUser) -> AccessToken:
     token = auth_service.create_access_token_for_user(user=user)
     assert token is not None  # a stored user always gets one
     return AccessToken(access_token=token, token_type="bearer")

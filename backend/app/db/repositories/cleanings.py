@@ -5,8 +5,8 @@ from databases import Database
 from app.db.errors import CleaningHasAcceptedOfferError, InvalidCleaningTypeError
 from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
 from app.db.repositories.users import UsersRepository, user_from_row, user_with_profile_columns
-from app.models.cleaning import CleaningCreate, CleaningInDB, CleaningPublic, CleaningUpdate
-from app.models.user import UserInDB, UserPublic
+from app.models.cleaning import AnyCleaning, CleaningCreate, CleaningInDB, CleaningPublic, CleaningUpdate
+from app.models.user import AnyUser, UserPublic
 
 CLEANING_COLUMNS = "id, name, description, price, cleaning_type, owner, created_at, updated_at"
 
@@ -83,9 +83,7 @@ class CleaningsRepository(BaseRepository):
         super().__init__(db)
         self.users_repo = UsersRepository(db)
 
-    async def create_cleaning(
-        self, *, new_cleaning: CleaningCreate, requesting_user: UserInDB | UserPublic
-    ) -> CleaningInDB:
+    async def create_cleaning(self, *, new_cleaning: CleaningCreate, requesting_user: AnyUser) -> CleaningInDB:
         values = {**new_cleaning.model_dump(), "owner": requesting_user.id}
         record = await self.db.fetch_one(query=CREATE_CLEANING_QUERY, values=values)
         assert record is not None  # INSERT ... RETURNING always returns the row
@@ -93,14 +91,14 @@ class CleaningsRepository(BaseRepository):
 
     @overload
     async def get_cleaning_by_id(
-        self, *, id: int, requesting_user: UserInDB | UserPublic | None = None, populate: Literal[True] = True
+        self, *, id: int, requesting_user: AnyUser | None = None, populate: Literal[True] = True
     ) -> CleaningPublic | None: ...
     @overload
     async def get_cleaning_by_id(
-        self, *, id: int, requesting_user: UserInDB | UserPublic | None = None, populate: Literal[False]
+        self, *, id: int, requesting_user: AnyUser | None = None, populate: Literal[False]
     ) -> CleaningInDB | None: ...
     async def get_cleaning_by_id(
-        self, *, id: int, requesting_user: UserInDB | UserPublic | None = None, populate: bool = True
+        self, *, id: int, requesting_user: AnyUser | None = None, populate: bool = True
     ) -> CleaningPublic | CleaningInDB | None:
         """The cleaning, with its owner embedded (or, with `populate=False`, the owner's id).
 
@@ -121,14 +119,14 @@ class CleaningsRepository(BaseRepository):
         return CleaningPublic.model_validate({**cleaning, "owner": UserPublic.from_user(owner) if owner else None})
 
     async def populate_cleaning(
-        self, *, cleaning: CleaningInDB, requesting_user: UserInDB | UserPublic | None = None
+        self, *, cleaning: CleaningInDB, requesting_user: AnyUser | None = None
     ) -> CleaningPublic:
         """The cleaning with its owner (and the owner's profile) embedded."""
         owner = await self.users_repo.get_user_by_id(user_id=cleaning.owner) if cleaning.owner else None
         return CleaningPublic.model_validate({**cleaning.model_dump(exclude={"owner"}), "owner": owner})
 
     async def list_all_user_cleanings(
-        self, *, requesting_user: UserInDB | UserPublic, limit: int | None = None, after_id: int = 0
+        self, *, requesting_user: AnyUser, limit: int | None = None, after_id: int = 0
     ) -> list[CleaningInDB]:
         """The user's cleanings in the order they were posted: all of them (the tutorial's call), or
         a page of `limit` after the cleaning `after_id` (the last one of the page before)."""
@@ -136,9 +134,7 @@ class CleaningsRepository(BaseRepository):
         records = await self.db.fetch_all(query=LIST_ALL_USER_CLEANINGS_QUERY, values=values)
         return [CleaningInDB.model_validate(as_dict(record)) for record in records]
 
-    async def update_cleaning(
-        self, *, cleaning: CleaningInDB | CleaningPublic, cleaning_update: CleaningUpdate
-    ) -> CleaningInDB | None:
+    async def update_cleaning(self, *, cleaning: AnyCleaning, cleaning_update: CleaningUpdate) -> CleaningInDB | None:
         """Apply the fields the update sets to the cleaning as it is now; None if it is gone."""
         # Read and write under one row lock, so that two concurrent partial updates both land
         # (the `cleaning` passed in may be stale by now).
@@ -157,7 +153,7 @@ class CleaningsRepository(BaseRepository):
         assert record is not None  # the row is locked: it is still there
         return CleaningInDB.model_validate(as_dict(record))
 
-    async def delete_cleaning_by_id(self, *, cleaning: CleaningInDB | CleaningPublic) -> int | None:
+    async def delete_cleaning_by_id(self, *, cleaning: AnyCleaning) -> int | None:
         """Delete the cleaning and its offers; its id, or None if it was already gone.
 
         CleaningHasAcceptedOfferError if an offer was accepted (the work is agreed) or completed

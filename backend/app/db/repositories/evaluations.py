@@ -3,8 +3,10 @@ from databases import Database
 
 from app.db.errors import OfferNotAcceptedError
 from app.db.repositories.base import BaseRepository, as_dict
-from app.db.repositories.offers import AnyCleaning, AnyUser, OffersRepository
+from app.db.repositories.offers import OffersRepository
+from app.models.cleaning import AnyCleaning
 from app.models.evaluation import EvaluationAggregate, EvaluationCreate, EvaluationInDB
+from app.models.user import AnyUser
 
 EVALUATION_COLUMNS = (
     "cleaning_id, cleaner_id, no_show, headline, comment, professionalism, completeness, efficiency, "

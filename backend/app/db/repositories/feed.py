@@ -13,11 +13,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from databases import Database
-
 from app.db.repositories.base import BaseRepository, as_dict
 from app.db.repositories.cleanings import CLEANING_COLUMNS
-from app.db.repositories.users import UsersRepository, user_from_row, user_with_profile_columns
+from app.db.repositories.users import user_from_row, user_with_profile_columns
 from app.models.feed import CleaningFeedItem
 from app.models.user import UserPublic
 
@@ -55,10 +53,6 @@ FETCH_CLEANING_JOBS_FEED_QUERY = f"""
 
 
 class FeedRepository(BaseRepository):
-    def __init__(self, db: Database) -> None:
-        super().__init__(db)
-        self.users_repo = UsersRepository(db)
-
     async def fetch_cleaning_jobs_feed(
         self, *, starting_date: datetime, page_chunk_size: int = 20, starting_id: int = 0
     ) -> list[CleaningFeedItem]:

@@ -22,9 +22,9 @@ from app.db.errors import (
 from app.db.repositories.base import BaseRepository, as_dict
 from app.db.repositories.cleanings import CLEANING_HAS_ACCEPTED_OFFER_QUERY, LOCK_CLEANING_QUERY
 from app.db.repositories.users import UsersRepository, user_from_row, user_with_profile_columns
-from app.models.cleaning import CleaningInDB, CleaningPublic
+from app.models.cleaning import AnyCleaning
 from app.models.offer import OfferCreate, OfferInDB, OfferPublic, OfferUpdate
-from app.models.user import UserInDB, UserPublic
+from app.models.user import AnyUser, UserPublic
 
 OFFER_FIELDS = ("user_id", "cleaning_id", "status", "created_at", "updated_at")
 OFFER_COLUMNS = ", ".join(OFFER_FIELDS)
@@ -35,16 +35,17 @@ CREATE_OFFER_FOR_CLEANING_QUERY = f"""
     RETURNING {OFFER_COLUMNS};
 """
 
+# Oldest first, a page of :limit (NULL: all) after the cursor (created_at, user_id) of the last
+# offer of the page before (the epoch and 0: from the first).
 LIST_OFFERS_FOR_CLEANING_QUERY = f"""
     SELECT {OFFER_COLUMNS}
     FROM user_offers_for_cleanings
-    WHERE cleaning_id = :cleaning_id
-    ORDER BY created_at, user_id;
+    WHERE cleaning_id = :cleaning_id AND (created_at, user_id) > (:after_created_at, :after_user_id)
+    ORDER BY created_at, user_id
+    LIMIT :limit;
 """
 
-# The offers with their users and the users' profiles: one query, however many offers there are.
-# Oldest first, a page of :limit (NULL: all) after the cursor (created_at, user_id) of the last
-# offer of the page before (the epoch and 0: from the first).
+# The same with the users and their profiles: one query, however many offers there are.
 LIST_POPULATED_OFFERS_FOR_CLEANING_QUERY = f"""
     SELECT {", ".join(f"o.{field}" for field in OFFER_FIELDS)},
            {user_with_profile_columns(prefix="offerer_")}
@@ -111,9 +112,6 @@ MARK_OFFER_COMPLETED_QUERY = f"""
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # before every offer
 
-AnyCleaning = CleaningInDB | CleaningPublic
-AnyUser = UserInDB | UserPublic
-
 
 def _offer(record: Record) -> OfferInDB:
     return OfferInDB.model_validate(as_dict(record))
@@ -164,14 +162,18 @@ class OffersRepository(BaseRepository):
     ) -> list[OfferPublic] | list[OfferInDB]:
         """The cleaning's offers, oldest first; with each offering user embedded unless `populate=False`.
 
-        All of them (the tutorial's call), or, populated, a page of `limit` after the offer whose
+        All of them (the tutorial's call), or a page of `limit` after the offer whose
         (created_at, user_id) is `after` (the last one of the page before).
         """
-        values: dict[str, object] = {"cleaning_id": cleaning.id}
+        after_created_at, after_user_id = after or (EPOCH, 0)
+        values = {
+            "cleaning_id": cleaning.id,
+            "limit": limit,
+            "after_created_at": after_created_at,
+            "after_user_id": after_user_id,
+        }
         if not populate:
             return [_offer(record) for record in await self.db.fetch_all(LIST_OFFERS_FOR_CLEANING_QUERY, values)]
-        after_created_at, after_user_id = after or (EPOCH, 0)
-        values |= {"limit": limit, "after_created_at": after_created_at, "after_user_id": after_user_id}
         offers = []
         for record in await self.db.fetch_all(LIST_POPULATED_OFFERS_FOR_CLEANING_QUERY, values):
             row = as_dict(record)

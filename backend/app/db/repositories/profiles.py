@@ -1,6 +1,6 @@
 from app.db.repositories.base import BaseRepository, as_dict
 from app.models.profile import ProfileCreate, ProfileInDB, ProfileUpdate
-from app.models.user import UserInDB, UserPublic
+from app.models.user import AnyUser
 
 PROFILE_COLUMNS = "id, full_name, phone_number, bio, image, user_id, created_at, updated_at"
 PROFILE_FIELDS = ("full_name", "phone_number", "bio", "image")
@@ -53,9 +53,7 @@ class ProfilesRepository(BaseRepository):
         record = await self.db.fetch_one(query=GET_PROFILE_BY_USERNAME_QUERY, values={"username": username})
         return ProfileInDB.model_validate(as_dict(record)) if record else None
 
-    async def update_profile(
-        self, *, profile_update: ProfileUpdate, requesting_user: UserInDB | UserPublic
-    ) -> ProfileInDB:
+    async def update_profile(self, *, profile_update: ProfileUpdate, requesting_user: AnyUser) -> ProfileInDB:
         """Set the fields the update names (null clears one) on the requesting user's own profile."""
         changes = profile_update.model_dump(exclude_unset=True)
         values: dict[str, object] = {"user_id": requesting_user.id}

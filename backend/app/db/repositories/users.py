@@ -41,6 +41,11 @@ def user_with_profile_columns(*, prefix: str = "") -> str:
     )
 
 
+def named_profile(profile: Mapping[str, Any], user: UserInDB) -> ProfilePublic:
+    """A profile's columns, shown under its user's username and email."""
+    return ProfilePublic.model_validate({**profile, "username": user.username, "email": user.email})
+
+
 def user_from_row(row: Mapping[str, Any], *, prefix: str = "") -> UserInDB | None:
     """The user a row holds under `prefix` (None when the join found none), with their profile."""
     if row[f"{prefix}id"] is None:
@@ -48,7 +53,7 @@ def user_from_row(row: Mapping[str, Any], *, prefix: str = "") -> UserInDB | Non
     user = UserInDB.model_validate({field: row[f"{prefix}{field}"] for field in USER_FIELDS})
     if row.get(f"{prefix}profile_id") is not None:
         profile = {field: row[f"{prefix}profile_{field}"] for field in PROFILE_FIELDS}
-        user.profile = ProfilePublic.model_validate({**profile, "username": user.username, "email": user.email})
+        user.profile = named_profile(profile, user)
     return user
 
 
@@ -214,8 +219,7 @@ class UsersRepository(BaseRepository):
         if user.profile is None:
             profile = await self.profiles_repo.get_profile_by_user_id(user_id=user.id)
             if profile is not None:
-                named = {**profile.model_dump(), "username": user.username, "email": user.email}
-                user = user.model_copy(update={"profile": ProfilePublic.model_validate(named)})
+                user = user.model_copy(update={"profile": named_profile(profile.model_dump(), user)})
         return UserPublic.from_user(user)
 
     async def register_new_user(self, *, new_user: UserCreate) -> UserPublic:
@@ -235,9 +239,7 @@ class UsersRepository(BaseRepository):
             created = await self._write_user(REGISTER_NEW_USER_QUERY, values)
             assert created is not None  # INSERT ... RETURNING always returns the row
             profile = await self.profiles_repo.create_profile_for_user(profile_create=ProfileCreate(user_id=created.id))
-        created.profile = ProfilePublic.model_validate(
-            {**profile.model_dump(), "username": created.username, "email": created.email}
-        )
+        created.profile = named_profile(profile.model_dump(), created)
         return UserPublic.from_user(created)
 
     async def authenticate_user(self, *, email: str, password: str) -> UserInDB | None:
