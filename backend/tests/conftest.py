@@ -13,7 +13,9 @@ tables (`empty_tables`), so no test depends on rows another test left behind.
 import os
 import random
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any
+from uuid import uuid4
 
 # Before anything from `app` is imported: tests sign with a key of their own and hash cheaply
 # (real bcrypt, lower cost). The environment wins over a developer's .env.
@@ -25,13 +27,14 @@ import pytest
 from asgi_lifespan import LifespanManager
 from databases import Database, DatabaseURL
 from fastapi import FastAPI
-from httpx import ASGITransport, AsyncClient, Response
+from httpx import ASGITransport, AsyncClient, Auth, Request, Response
 
-from app.core.config import DATABASE_URL, JWT_TOKEN_PREFIX, SECRET_KEY
+from app.core.config import DATABASE_URL, JWT_TOKEN_PREFIX
 from app.db.admin import migrate, recreate_database
 from app.db.repositories.cleanings import CleaningsRepository
 from app.db.repositories.evaluations import EvaluationsRepository
 from app.db.repositories.offers import OffersRepository
+from app.db.repositories.sessions import SessionsRepository
 from app.db.repositories.users import UsersRepository
 from app.models.cleaning import CleaningCreate, CleaningInDB, CleaningUpdate
 from app.models.evaluation import EvaluationCreate
@@ -86,7 +89,10 @@ def db(started_app: FastAPI) -> Database:
 @pytest.fixture(autouse=True)
 async def empty_tables(db: Database) -> None:
     """Every test starts from empty tables, so no test depends on another's rows."""
-    await db.execute("TRUNCATE users, profiles, cleanings, security_events, rate_limit_hits RESTART IDENTITY CASCADE")
+    await db.execute(
+        "TRUNCATE users, profiles, cleanings, sessions, refresh_tokens, security_events, rate_limit_hits"
+        " RESTART IDENTITY CASCADE"
+    )
 
 
 @pytest.fixture
@@ -104,22 +110,55 @@ def count_queries(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return sent
 
 
-def auth_headers(user: AnyUser) -> dict[str, str]:
-    token = auth_service.create_access_token_for_user(user=user, secret_key=str(SECRET_KEY))
+class SessionOf(Auth):
+    """A session of a user's, opened in the database right before its client's first request (the
+    tutorial's fixtures make authorized clients outside of any event loop)."""
+
+    def __init__(self, db: Database, user: AnyUser) -> None:
+        self.db, self.user_id, self.id = db, user.id, uuid4()
+        self.opened = False
+
+    async def async_auth_flow(self, request: Request) -> AsyncGenerator[Request, Response]:
+        if not self.opened:
+            # On a connection of its own: not one of the statements a test may count (`count_queries`).
+            async with self.db.connection() as connection:
+                await connection.execute(
+                    "INSERT INTO sessions (id, user_id, expires_at, client_address, user_agent)"
+                    " VALUES (:id, :user_id, now() + interval '1 day', 'testclient', 'pytest')"
+                    " ON CONFLICT (id) DO NOTHING",
+                    {"id": self.id, "user_id": self.user_id},
+                )
+            self.opened = True
+        yield request
+
+
+async def session_token(db: Database, user: AnyUser, **options: Any) -> str:
+    """An access token of a new session of the user's, as a login makes (options: the
+    `create_access_token_for_user` keywords, such as another `secret_key` or `expires_in`)."""
+    session, _ = await SessionsRepository(db).start_session(user_id=user.id, client_address=None, user_agent=None)
+    token = auth_service.create_access_token_for_user(user=user, session_id=session.id, **options)
+    assert token is not None
+    return token
+
+
+def bearer(token: str | None) -> dict[str, str]:
     return {"Authorization": f"{JWT_TOKEN_PREFIX} {token}"}
 
 
 @pytest.fixture
-async def client_for(started_app: FastAPI) -> AsyncIterator[Callable[[AnyUser], AsyncClient]]:
-    """Make clients that send a user's bearer token (the `client` fixture stays anonymous)."""
+async def client_for(started_app: FastAPI, db: Database) -> AsyncIterator[Callable[[AnyUser], AsyncClient]]:
+    """Make clients logged in as a user, each in a session of its own (the `client` fixture stays anonymous)."""
     app = started_app
     clients: list[AsyncClient] = []
 
     def make(user: AnyUser) -> AsyncClient:
+        session = SessionOf(db, user)
+        token = auth_service.create_access_token_for_user(user=user, session_id=session.id)
         authorized = AsyncClient(
             transport=ASGITransport(app=app),
             base_url="http://testserver",
-            headers={"Content-Type": "application/json", **auth_headers(user)},
+            headers={"Content-Type": "application/json", **bearer(token)},
+            auth=session,
         )
         clients.append(authorized)
         return authorized

@@ -19,7 +19,7 @@ from app.models.token import AccessToken
 from app.models.user import UserInDB, UserPublic
 from app.services import auth_service
 from app.services.authentication import AuthException
-from tests.conftest import create_user, stored
+from tests.conftest import create_user, session_token, stored
 
 LOGIN_FAILED = {"detail": "Authentication was unsuccessful."}
 
@@ -171,9 +171,16 @@ class TestForgedTokens:
     """Every way people try to get in with a token we did not mint is a 401."""
 
     @pytest.fixture
-    def valid_claims(self, test_user: UserInDB) -> Callable[..., dict[str, object]]:
+    async def valid_claims(self, db: Database, test_user: UserInDB) -> Callable[..., dict[str, object]]:
+        sid = auth_service.decode_access_token(token=await session_token(db, test_user)).sid
         return lambda **overrides: claims(
-            **{"sub": test_user.email, "username": test_user.username, "uid": test_user.id, **overrides}
+            **{
+                "sub": test_user.email,
+                "username": test_user.username,
+                "uid": test_user.id,
+                "sid": str(sid),
+                **overrides,
+            }
         )
 
     async def me(self, app: FastAPI, client: AsyncClient, token: str) -> Response:
@@ -302,6 +309,7 @@ class TestUserMe:
     async def test_a_deleted_users_token_names_no_user(
         self, app: FastAPI, authorized_client: AsyncClient, db: Database, test_user: UserInDB
     ) -> None:
+        assert (await authorized_client.get(app.url_path_for("users:get-current-user"))).status_code == 200
         await db.execute("DELETE FROM users WHERE id = :id", values={"id": test_user.id})
         res = await authorized_client.get(app.url_path_for("users:get-current-user"))
         assert res.status_code == status.HTTP_401_UNAUTHORIZED

@@ -82,9 +82,12 @@ async def insert_user(url: DatabaseURL) -> str:
                 await conn.execute("INSERT INTO profiles (user_id) VALUES ($1)", row["id"])
         if row is None:
             row = await conn.fetchrow("SELECT * FROM users WHERE username = 'outage'")
+        session_id = await conn.fetchval(
+            "INSERT INTO sessions (user_id, expires_at) VALUES ($1, now() + interval '1 day') RETURNING id", row["id"]
+        )
     finally:
         await conn.close()
-    token = auth_service.create_access_token_for_user(user=UserInDB.model_validate(dict(row)))
+    token = auth_service.create_access_token_for_user(user=UserInDB.model_validate(dict(row)), session_id=session_id)
     assert token is not None
     return token
 

@@ -27,7 +27,7 @@ from app.db.repositories.users import UsersRepository
 from app.models.user import UserInDB, UserPublic
 from app.services import auth_service
 from scripts.live_server import live_server
-from tests.conftest import TEST_DATABASE_URL, log_in, stored
+from tests.conftest import TEST_DATABASE_URL, log_in, session_token, stored
 
 PASSWORD = "heatcavslakers"  # test_user's
 
@@ -301,11 +301,11 @@ class TestHostileInput:
 
 class TestKeyRotation:
     async def test_tokens_signed_with_the_previous_key_keep_working_until_they_expire(
-        self, test_user: UserInDB
+        self, db: Database, test_user: UserInDB
     ) -> None:
         old_key, new_key = str(SECRET_KEY), secrets.token_hex(32)
-        old_token = auth_service.create_access_token_for_user(user=test_user, secret_key=old_key)
-        expired_old_token = auth_service.create_access_token_for_user(user=test_user, secret_key=old_key, expires_in=-1)
+        old_token = await session_token(db, test_user, secret_key=old_key)
+        expired_old_token = await session_token(db, test_user, secret_key=old_key, expires_in=-1)
 
         def me(base_url: str, token: str | None) -> int:
             return httpx.get(f"{base_url}/api/users/me/", headers={"Authorization": f"Bearer {token}"}).status_code

@@ -51,11 +51,29 @@ SECRET_KEY_PREVIOUS: tuple[Secret, ...] = tuple(
     if key.strip()
 )
 
-ACCESS_TOKEN_EXPIRE_MINUTES = config(
-    "ACCESS_TOKEN_EXPIRE_MINUTES",
-    cast=int,
-    default=7 * 24 * 60,  # one week
-)
+# An hour (the tutorial's was a week): with refresh tokens, a client gets a new one when it needs
+# it, and an access token that leaks is good for an hour at most. Clients that ignore refresh tokens
+# (the tutorial's) log in again each hour, or set this back to 10080 (still ended by a logout).
+ACCESS_TOKEN_EXPIRE_MINUTES = config("ACCESS_TOKEN_EXPIRE_MINUTES", cast=int, default=60)
+# Sessions: every login (and registration) starts one, and every access token names its session,
+# checked on every request. A session ends after SESSION_LIFETIME_MINUTES whatever happens, or
+# after SESSION_IDLE_TIMEOUT_MINUTES without a request or a refresh; an access token never
+# outlives its session. A refresh token presented a second time ends its whole session, except
+# within REFRESH_REUSE_GRACE_SECONDS of its first use (two tabs refreshing at once).
+SESSION_LIFETIME_MINUTES = config("SESSION_LIFETIME_MINUTES", cast=int, default=30 * 24 * 60)  # 30 days
+SESSION_IDLE_TIMEOUT_MINUTES = config("SESSION_IDLE_TIMEOUT_MINUTES", cast=int, default=7 * 24 * 60)  # a week
+REFRESH_REUSE_GRACE_SECONDS = config("REFRESH_REUSE_GRACE_SECONDS", cast=int, default=10)
+# Past this many live sessions, a new login ends the user's least recently used one.
+SESSIONS_MAX_PER_USER = config("SESSIONS_MAX_PER_USER", cast=int, default=100)
+for _name, _value, _least in (
+    ("SESSION_LIFETIME_MINUTES", SESSION_LIFETIME_MINUTES, 5),
+    ("SESSION_IDLE_TIMEOUT_MINUTES", SESSION_IDLE_TIMEOUT_MINUTES, 5),
+    ("REFRESH_REUSE_GRACE_SECONDS", REFRESH_REUSE_GRACE_SECONDS, 0),
+    ("SESSIONS_MAX_PER_USER", SESSIONS_MAX_PER_USER, 1),
+):
+    if _value < _least:
+        _exit(f"{_name} must be at least {_least}, not {_value}")
+
 JWT_ALGORITHM = config("JWT_ALGORITHM", cast=str, default="HS256")
 JWT_AUDIENCE = config("JWT_AUDIENCE", cast=str, default="phresh:auth")
 JWT_TOKEN_PREFIX = config("JWT_TOKEN_PREFIX", cast=str, default="Bearer")
@@ -73,6 +91,8 @@ if not 4 <= BCRYPT_ROUNDS <= 31:
 LOGIN_MAX_FAILURES_PER_ACCOUNT = config("LOGIN_MAX_FAILURES_PER_ACCOUNT", cast=int, default=5)
 LOGIN_MAX_FAILURES_PER_ADDRESS = config("LOGIN_MAX_FAILURES_PER_ADDRESS", cast=int, default=50)
 LOGIN_FAILURE_WINDOW_SECONDS = config("LOGIN_FAILURE_WINDOW_SECONDS", cast=int, default=15 * 60)
+# Refresh tokens that match no live session, per client address (counted in the login window).
+REFRESH_MAX_FAILURES_PER_ADDRESS = config("REFRESH_MAX_FAILURES_PER_ADDRESS", cast=int, default=50)
 REGISTER_MAX_PER_ADDRESS = config("REGISTER_MAX_PER_ADDRESS", cast=int, default=30)
 REGISTER_WINDOW_SECONDS = config("REGISTER_WINDOW_SECONDS", cast=int, default=60 * 60)
 # Behind a reverse proxy, the header that carries the client's address (e.g. X-Forwarded-For; its

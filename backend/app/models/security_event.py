@@ -13,6 +13,12 @@ class SecurityEventKind(StrEnum):
     deactivation = "deactivation"
     reactivation = "reactivation"
     email_deduplicated = "email_deduplicated"
+    # sessions: which one, in the detail
+    session_refreshed = "session_refreshed"
+    refresh_token_reused = "refresh_token_reused"
+    logout = "logout"
+    session_ended = "session_ended"
+    sessions_ended_by_superuser = "sessions_ended_by_superuser"
     # the marketplace: who did it is the event's user; which offer, its detail
     offer_accepted = "offer_accepted"
     offer_cancelled = "offer_cancelled"

@@ -1,6 +1,6 @@
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from pydantic import Field
 
@@ -32,14 +32,18 @@ class JWTCreds(CoreModel):
     `sub` (the email) and `username` are the tutorial's claims: what the user was called when the
     token was minted, for clients to read. The server never identifies anyone by them, since a name
     can change and be taken by another account afterwards; it goes by `uid`, the user's id, which
-    is never reused, and `ver`, the user's token version when the token was minted (a password
-    change or a deactivation bumps it).
+    is never reused, `ver`, the user's token version when the token was minted (a password
+    change or a deactivation bumps it), and `sid`, its session.
     """
 
     sub: str
     username: str
     uid: Annotated[int, Field(ge=1, le=2**31 - 1)]
     ver: int
+    # The session the token belongs to. Only tokens that name a live session are accepted by the
+    # API; a token minted without one (the tutorial's `create_access_token_for_user(user=...)`)
+    # still decodes, for its tests, but authenticates nothing.
+    sid: UUID | None = None
 
 
 class JWTPayload(JWTMeta, JWTCreds):
@@ -47,5 +51,11 @@ class JWTPayload(JWTMeta, JWTCreds):
 
 
 class AccessToken(CoreModel):
+    """The tutorial's `access_token` and `token_type`, and OAuth2's `expires_in` (seconds) and
+    `refresh_token`, for clients that keep a session going (the refresh route takes it)."""
+
     access_token: str
     token_type: str
+    expires_in: int | None = None
+    # Only in the answer that issues it (login, registration, refresh); null elsewhere.
+    refresh_token: str | None = None

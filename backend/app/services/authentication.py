@@ -1,7 +1,11 @@
 import base64
+import hashlib
+import re
+import secrets
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 import bcrypt
 import jwt
@@ -101,11 +105,15 @@ class AuthService:
         secret_key: str = str(SECRET_KEY),
         audience: str = JWT_AUDIENCE,
         expires_in: int = ACCESS_TOKEN_EXPIRE_MINUTES,
+        session_id: UUID | None = None,
+        not_after: datetime | None = None,
     ) -> str | None:
         """A signed access token for a stored user, or None for anything else.
 
         A `UserPublic` qualifies when it was made from a stored user (the repositories make them
         so): a token must carry the user's current token version, which only the database knows.
+        The API accepts only tokens of a live session (`session_id`); the token expires after
+        `expires_in` minutes, or at `not_after` (its session's end) if that comes first.
         """
         if isinstance(user, UserInDB) or (isinstance(user, UserPublic) and user.token_version is not None):
             token_version = user.token_version
@@ -113,14 +121,13 @@ class AuthService:
             return None
         assert user.email is not None and user.username is not None  # a stored user has both
         now = datetime.now(UTC)
-        meta = JWTMeta(
-            aud=audience,
-            iat=int(now.timestamp()),
-            exp=int((now + timedelta(minutes=expires_in)).timestamp()),
-        )
-        creds = JWTCreds(sub=user.email, username=user.username, uid=user.id, ver=token_version)
+        expires_at = now + timedelta(minutes=expires_in)
+        if not_after is not None:
+            expires_at = min(expires_at, not_after)
+        meta = JWTMeta(aud=audience, iat=int(now.timestamp()), exp=int(expires_at.timestamp()))
+        creds = JWTCreds(sub=user.email, username=user.username, uid=user.id, ver=token_version, sid=session_id)
         payload = JWTPayload(**meta.model_dump(), **creds.model_dump())
-        return jwt.encode(payload.model_dump(), secret_key, algorithm=JWT_ALGORITHM)
+        return jwt.encode(payload.model_dump(mode="json", exclude_none=True), secret_key, algorithm=JWT_ALGORITHM)
 
     def decode_access_token(
         self,
@@ -190,3 +197,38 @@ class AuthService:
                 detail=INVALID_TOKEN,
                 headers={"WWW-Authenticate": "Bearer"},
             ) from exc
+
+
+# A refresh token: 32 random bytes (256 bits) in unpadded base64url.
+REFRESH_TOKEN_BYTES = 32
+REFRESH_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def new_refresh_token() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(REFRESH_TOKEN_BYTES)).rstrip(b"=").decode()
+
+
+def refresh_token_hash(token: str) -> bytes | None:
+    """What the database keeps of a refresh token (SHA-256: the token is random, so a fast hash is
+    as good as a slow one), or None for a string no refresh token could be."""
+    if not REFRESH_TOKEN_PATTERN.fullmatch(token):
+        return None
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _successor_pad(token: str) -> bytes:
+    # A one-time pad only the holder of `token` can make: the database has just the token's hash
+    # (SHA-256 of the token alone, a different input), so a copy of it opens no successor.
+    return hashlib.sha256(b"phresh:refresh-successor:" + token.encode()).digest()
+
+
+def seal_successor(*, token: str, successor: str) -> bytes:
+    """The successor of a used refresh token, sealed with a key derived from the used token itself,
+    so that a client presenting the used token again within the grace window gets the same one."""
+    raw = base64.urlsafe_b64decode(successor + "=")
+    return bytes(a ^ b for a, b in zip(raw, _successor_pad(token), strict=True))
+
+
+def open_successor(*, token: str, sealed: bytes) -> str:
+    raw = bytes(a ^ b for a, b in zip(sealed, _successor_pad(token), strict=True))
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

@@ -1,6 +1,7 @@
 """Who is asking: the bearer token of a request, checked, and the user it names."""
 
 from typing import Annotated
+from uuid import UUID
 
 from databases import Database
 from fastapi import Depends, HTTPException, status
@@ -8,7 +9,7 @@ from fastapi.security import OAuth2PasswordBearer
 
 from app.api.dependencies.database import get_database
 from app.core.config import API_PREFIX
-from app.db.repositories.users import UsersRepository
+from app.db.repositories.sessions import SessionsRepository
 from app.models.user import UserInDB
 from app.services import auth_service
 from app.services.authentication import INVALID_TOKEN, AuthException
@@ -19,6 +20,7 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl=f"{API_PREFIX}/users/login/token/"
 NO_USER = "No authenticated user."
 NOT_ACTIVE = "Not an active user."
 NOT_SUPERUSER = "Superuser privileges are required for this action."
+SESSION_ENDED = "This session has ended. Log in again."
 
 
 def unauthorized(detail: str) -> HTTPException:
@@ -37,16 +39,23 @@ async def get_user_from_token(
         claims = auth_service.decode_access_token(token=token)
     except AuthException as exc:
         raise unauthorized(INVALID_TOKEN) from exc
+    if claims.sid is None:
+        # Minted outside any session (the tutorial's helper called directly): nothing could end it.
+        raise unauthorized(INVALID_TOKEN)
     # Built here rather than injected: this runs on every authenticated request, and each
     # dependency layer costs FastAPI measurable time (see docs/performance.md). One query
-    # loads the user and their profile. The user is found by id (`uid`), never by the email or
-    # username the token names: those can pass to another account after a change.
-    user = await UsersRepository(db).get_user_by_id(user_id=claims.uid, populate=False)
+    # loads the user and their profile and tells whether the token's session is alive. The user
+    # is found by id (`uid`), never by the email or username the token names: those can pass to
+    # another account after a change.
+    user, session_alive = await SessionsRepository(db).get_session_user(user_id=claims.uid, session_id=claims.sid)
     if user is None:
         raise unauthorized(NO_USER)
-    if claims.ver != user.token_version and user.is_active:
-        # Minted before the user's last password change or deactivation. (A deactivated user's
-        # token is refused by get_current_active_user, with the message that says why.)
+    if not user.is_active:
+        return user  # refused by get_current_active_user, with the message that says why
+    if not session_alive:
+        raise unauthorized(SESSION_ENDED)
+    if claims.ver != user.token_version:
+        # Minted before the user's last password change (the caller's own session goes on).
         raise unauthorized(INVALID_TOKEN)
     return user
 
@@ -67,3 +76,19 @@ async def get_current_superuser(user: CurrentUser) -> UserInDB:
 
 
 CurrentSuperuser = Annotated[UserInDB, Depends(get_current_superuser)]
+
+
+async def get_current_session_id(
+    token: Annotated[str, Depends(oauth2_scheme)],
+    user: CurrentUser,
+) -> UUID:
+    """The session of the request's token (checked alive by `CurrentUser`)."""
+    try:
+        claims = auth_service.decode_access_token(token=token)  # verified a moment ago: from the cache
+    except AuthException as exc:  # expired in the meantime
+        raise unauthorized(INVALID_TOKEN) from exc
+    assert claims.sid is not None  # get_user_from_token refuses tokens without one
+    return claims.sid
+
+
+CurrentSessionId = Annotated[UUID, Depends(get_current_session_id)]

@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from app.core.config import CLIENT_ADDRESS_HEADER
 
@@ -22,3 +22,6 @@ async def get_client_address(request: Request) -> str:
 
 
 ClientAddress = Annotated[str, Depends(get_client_address)]
+
+# Kept with each session, to help its user tell their sessions apart (not in the API's schema).
+UserAgent = Annotated[str | None, Header(include_in_schema=False)]

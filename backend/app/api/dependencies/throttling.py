@@ -92,3 +92,16 @@ async def uncounted_if_busy(limits: RateLimitsRepository, hit: Hit) -> AsyncIter
     except HashingBusyError:
         await limits.forget_hit(hit=hit)
         raise
+
+
+REFRESH_ADDRESS = "refresh:address"
+
+
+async def count_refresh(limits: RateLimitsRepository, *, address: str) -> Hit:
+    """Refresh tokens that match no live session count per client address, like failed logins."""
+    return await count_attempt(
+        limits,
+        keys={REFRESH_ADDRESS: address},
+        maxima={REFRESH_ADDRESS: config.REFRESH_MAX_FAILURES_PER_ADDRESS},
+        window_seconds=config.LOGIN_FAILURE_WINDOW_SECONDS,
+    )

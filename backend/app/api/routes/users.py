@@ -1,9 +1,18 @@
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import APIRouter, Body, Depends, Form, HTTPException, Path, Response, status
 
-from app.api.dependencies.auth import NOT_ACTIVE, CurrentSuperuser, CurrentUser, unauthorized
-from app.api.dependencies.client import ClientAddress
+from app.api.dependencies.auth import (
+    NOT_ACTIVE,
+    SESSION_ENDED,
+    CurrentSessionId,
+    CurrentSuperuser,
+    CurrentUser,
+    unauthorized,
+)
+from app.api.dependencies.client import ClientAddress, UserAgent
 from app.api.dependencies.database import get_repository
 from app.api.dependencies.paging import Limit, Offset
 from app.api.dependencies.throttling import (
@@ -12,16 +21,28 @@ from app.api.dependencies.throttling import (
     Throttled,
     count_login_attempt,
     count_password_check,
+    count_refresh,
     count_registration,
     login_account_key,
     uncounted_if_busy,
 )
 from app.api.errors import error_responses
 from app.api.responses import model_response
+from app.core.config import ACCESS_TOKEN_EXPIRE_MINUTES
 from app.db.errors import EmailAlreadyTakenError, UsernameAlreadyTakenError
 from app.db.repositories.security_events import SecurityEventsRepository
+from app.db.repositories.sessions import RefreshOutcome, SessionsRepository
 from app.db.repositories.users import UsersRepository
 from app.models.security_event import SecurityEventKind as Event
+from app.models.session import (
+    LogoutScope,
+    RefreshRequest,
+    SessionEndReason,
+    SessionInDB,
+    SessionPublic,
+    SessionsEnded,
+    SessionsList,
+)
 from app.models.token import AccessToken
 from app.models.user import (
     AnyUser,
@@ -38,6 +59,7 @@ router = APIRouter()
 
 UsersRepo = Annotated[UsersRepository, Depends(get_repository(UsersRepository))]
 Events = Annotated[SecurityEventsRepository, Depends(get_repository(SecurityEventsRepository))]
+Sessions = Annotated[SessionsRepository, Depends(get_repository(SessionsRepository))]
 
 EMAIL_TAKEN = "That email is already taken. Login with that email or register with another one."
 USERNAME_TAKEN = "That username is already taken. Please try another one."
@@ -46,6 +68,9 @@ WRONG_CURRENT_PASSWORD = "The current password is incorrect."
 SAME_PASSWORD = "The new password must be different from the current one."
 USER_NOT_FOUND = "No user found with that id."
 CANNOT_DEACTIVATE_SELF = "Superusers cannot deactivate themselves."
+INVALID_REFRESH_TOKEN = "Invalid refresh token."
+REFRESH_TOKEN_REUSED = "This refresh token was used before, so its session has ended. Log in again."
+SESSION_NOT_FOUND = "No active session of yours has that id."
 
 
 def name_taken(exc: EmailAlreadyTakenError | UsernameAlreadyTakenError) -> HTTPException:
@@ -53,10 +78,23 @@ def name_taken(exc: EmailAlreadyTakenError | UsernameAlreadyTakenError) -> HTTPE
     return HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=detail)
 
 
-def access_token_for(user: AnyUser) -> AccessToken:
-    token = auth_service.create_access_token_for_user(user=user)
+def tokens_for(user: AnyUser, session: SessionInDB, *, refresh_token: str | None = None) -> AccessToken:
+    """An access token of the session (never outliving it), with the refresh token just issued."""
+    now = datetime.now(UTC)
+    expires_at = min(now + timedelta(minutes=ACCESS_TOKEN_EXPIRE_MINUTES), session.expires_at)
+    token = auth_service.create_access_token_for_user(user=user, session_id=session.id, not_after=expires_at)
     assert token is not None  # a stored user always gets one
-    return AccessToken(access_token=token, token_type="bearer")
+    expires_in = max(0, int((expires_at - now).total_seconds()))
+    return AccessToken(access_token=token, token_type="bearer", expires_in=expires_in, refresh_token=refresh_token)
+
+
+async def start_session(
+    sessions: SessionsRepository, user: AnyUser, *, client_address: str, user_agent: str | None
+) -> tuple[SessionInDB, AccessToken]:
+    session, refresh_token = await sessions.start_session(
+        user_id=user.id, client_address=client_address, user_agent=user_agent
+    )
+    return session, tokens_for(user, session, refresh_token=refresh_token)
 
 
 def public(user: UserInDB, *, access_token: AccessToken | None = None) -> UserPublic:
@@ -77,9 +115,12 @@ async def register_new_user(
     user_repo: UsersRepo,
     limits: RateLimits,
     events: Events,
+    sessions: Sessions,
     client_address: ClientAddress,
+    user_agent: UserAgent = None,
 ) -> UserPublic:
-    """Register, and get an access token at once. Registrations are limited per client address."""
+    """Register, and be logged in at once (a new session: an access token and a refresh token).
+    Registrations are limited per client address."""
     hashing_pool.ensure_capacity()
     hit = await count_registration(limits, address=client_address)
     try:
@@ -87,8 +128,11 @@ async def register_new_user(
             created_user = await user_repo.register_new_user(new_user=new_user)
     except (EmailAlreadyTakenError, UsernameAlreadyTakenError) as exc:
         raise name_taken(exc) from exc
-    await events.record(kind=Event.registration, user_id=created_user.id, client_address=client_address)
-    return created_user.model_copy(update={"access_token": access_token_for(created_user)})
+    session, tokens = await start_session(sessions, created_user, client_address=client_address, user_agent=user_agent)
+    await events.record(
+        kind=Event.registration, user_id=created_user.id, client_address=client_address, detail=f"session {session.id}"
+    )
+    return created_user.model_copy(update={"access_token": tokens})
 
 
 @router.post(
@@ -102,14 +146,17 @@ async def user_login_with_email_and_password(
     user_repo: UsersRepo,
     limits: RateLimits,
     events: Events,
+    sessions: Sessions,
     client_address: ClientAddress,
+    user_agent: UserAgent = None,
     # The OAuth2 password form; `username` carries the email (a username works too). Missing or
     # empty fields are a failed login like any other (401), not a malformed request (422).
     username: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
 ) -> AccessToken:
-    """Log in with email (or username) and password. Failed logins are limited per account and per
-    client address: past the limit the answer is 429 with Retry-After, whether or not the account exists."""
+    """Log in with email (or username) and password: a new session, with an access token and a
+    refresh token. Failed logins are limited per account and per client address: past the limit
+    the answer is 429 with Retry-After, whether or not the account exists."""
     hashing_pool.ensure_capacity()
     try:
         hit = await count_login_attempt(limits, login=username, address=client_address)
@@ -127,8 +174,142 @@ async def user_login_with_email_and_password(
     await limits.clear(bucket=LOGIN_ACCOUNT, key=login_account_key(username), hit=hit)
     if not user.is_active:
         raise unauthorized(NOT_ACTIVE)
-    await events.record(kind=Event.login_success, user_id=user.id, client_address=client_address)
-    return access_token_for(user)
+    session, tokens = await start_session(sessions, user, client_address=client_address, user_agent=user_agent)
+    await events.record(
+        kind=Event.login_success, user_id=user.id, client_address=client_address, detail=f"session {session.id}"
+    )
+    return tokens
+
+
+@router.post(
+    "/login/token/refresh/",
+    response_model=AccessToken,
+    name="users:refresh-access-token",
+    summary="Refresh my access token",
+    responses=error_responses(401, 413, 429, 503, e401=INVALID_REFRESH_TOKEN),
+)
+async def refresh_access_token(
+    refresh: RefreshRequest,
+    sessions: Sessions,
+    limits: RateLimits,
+    events: Events,
+    client_address: ClientAddress,
+) -> AccessToken:
+    """Trade a refresh token for a new access token and a new refresh token. Each refresh token
+    works once: one presented again ends its session (a stolen copy is worth nothing once either
+    side uses it), except within a few seconds of its first use, when the same new pair is given
+    again (two tabs refreshing at once). Unknown tokens are limited per client address."""
+    hit = await count_refresh(limits, address=client_address)
+    result = await sessions.refresh(refresh_token=refresh.refresh_token)
+    session = result.session
+    if result.outcome is RefreshOutcome.unknown or session is None:
+        raise unauthorized(INVALID_REFRESH_TOKEN)
+    if result.outcome is RefreshOutcome.ended:
+        raise unauthorized(SESSION_ENDED)
+    if result.outcome is RefreshOutcome.reused:
+        await events.record(
+            kind=Event.refresh_token_reused,
+            user_id=session.user_id,
+            client_address=client_address,
+            detail=f"session {session.id} ended",
+        )
+        raise unauthorized(REFRESH_TOKEN_REUSED)
+    await limits.forget_hit(hit=hit)
+    user = result.user
+    if user is None or not user.is_active:
+        raise unauthorized(NOT_ACTIVE)
+    repeated = " (repeated within the grace window)" if result.outcome is RefreshOutcome.repeated else ""
+    await events.record(
+        kind=Event.session_refreshed,
+        user_id=user.id,
+        client_address=client_address,
+        detail=f"session {session.id}{repeated}",
+    )
+    return tokens_for(user, session, refresh_token=result.refresh_token)
+
+
+@router.post(
+    "/logout/",
+    name="users:logout",
+    summary="Log out",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 503),
+)
+async def logout(
+    current_user: CurrentUser,
+    session_id: CurrentSessionId,
+    sessions: Sessions,
+    events: Events,
+    client_address: ClientAddress,
+    scope: LogoutScope = LogoutScope.local,
+) -> Response:
+    """End this session (`local`, the default), every other session of mine (`others`), or all of
+    them (`global`). Their access tokens are refused from their next request on, and their refresh
+    tokens no longer work."""
+    if scope is LogoutScope.local:
+        ended = int(
+            await sessions.end_session(user_id=current_user.id, session_id=session_id, reason=SessionEndReason.logout)
+        )
+    else:
+        except_id = session_id if scope is LogoutScope.others else None
+        ended = await sessions.end_sessions(
+            user_id=current_user.id, reason=SessionEndReason.logout, except_id=except_id
+        )
+    await events.record(
+        kind=Event.logout,
+        user_id=current_user.id,
+        client_address=client_address,
+        detail=f"scope {scope.value} from session {session_id}: {ended} ended",
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/me/sessions/",
+    response_model=SessionsList,
+    name="users:list-my-sessions",
+    summary="List my sessions",
+    responses=error_responses(401, 503),
+)
+async def list_my_sessions(current_user: CurrentUser, session_id: CurrentSessionId, sessions: Sessions) -> SessionsList:
+    """My live sessions, most recently used first; `current` marks the one asking."""
+    live = await sessions.list_sessions(user_id=current_user.id)
+    return SessionsList(
+        sessions=[
+            SessionPublic.model_validate({**session.model_dump(), "current": session.id == session_id})
+            for session in live
+        ]
+    )
+
+
+@router.delete(
+    "/me/sessions/{session_id}/",
+    name="users:end-my-session",
+    summary="End one of my sessions",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 404, 503, e404=SESSION_NOT_FOUND),
+)
+async def end_my_session(
+    session_id: UUID,
+    current_user: CurrentUser,
+    current_session_id: CurrentSessionId,
+    sessions: Sessions,
+    events: Events,
+    client_address: ClientAddress,
+) -> Response:
+    """End one of my sessions (a lost phone, a shared computer); ending the current one is a logout."""
+    ended = await sessions.end_session(
+        user_id=current_user.id, session_id=session_id, reason=SessionEndReason.ended_by_user
+    )
+    if not ended:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=SESSION_NOT_FOUND)
+    await events.record(
+        kind=Event.session_ended,
+        user_id=current_user.id,
+        client_address=client_address,
+        detail=f"session {session_id} from session {current_session_id}",
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(
@@ -173,12 +354,16 @@ async def update_current_user(
 async def change_password(
     password_change: Annotated[UserPasswordChange, Body(embed=True)],
     current_user: CurrentUser,
+    session_id: CurrentSessionId,
     user_repo: UsersRepo,
+    sessions: Sessions,
     limits: RateLimits,
     events: Events,
     client_address: ClientAddress,
 ) -> UserPublic:
-    """Change the caller's password. Every token issued before is revoked; the answer carries a new one."""
+    """Change the caller's password. Every other session ends, and every access token issued
+    before is refused; the answer carries a new one for this session (whose refresh token stays
+    as it was)."""
     hashing_pool.ensure_capacity()
     hit = await count_password_check(limits, user_id=current_user.id)
     async with uncounted_if_busy(limits, hit):
@@ -196,9 +381,19 @@ async def change_password(
     password_update = await hashing_pool.run(
         auth_service.create_salt_and_hashed_password, plaintext_password=password_change.new_password
     )
-    updated = await user_repo.update_password(user=current_user, password_update=password_update)
-    await events.record(kind=Event.password_change, user_id=updated.id, client_address=client_address)
-    return public(updated, access_token=access_token_for(updated))
+    updated = await user_repo.update_password(
+        user=current_user, password_update=password_update, keep_session=session_id
+    )
+    await events.record(
+        kind=Event.password_change,
+        user_id=updated.id,
+        client_address=client_address,
+        detail=f"session {session_id} kept",
+    )
+    session = await sessions.get_live_session(user_id=updated.id, session_id=session_id)
+    if session is None:  # logged out from another tab in the meantime
+        raise unauthorized(SESSION_ENDED)
+    return public(updated, access_token=tokens_for(updated, session))
 
 
 @router.get(
@@ -266,3 +461,32 @@ async def reactivate_user(
 ) -> UserPublic:
     """Let a deactivated user log in again (superusers only)."""
     return await _set_user_active(user_repo, events, user_id=user_id, is_active=True, client_address=client_address)
+
+
+@router.post(
+    "/{user_id}/end-sessions/",
+    response_model=SessionsEnded,
+    name="users:end-user-sessions",
+    summary="End all sessions of a user",
+    responses=error_responses(401, 403, 404, 503, e404=USER_NOT_FOUND),
+)
+async def end_user_sessions(
+    user_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    superuser: CurrentSuperuser,
+    user_repo: UsersRepo,
+    sessions: Sessions,
+    events: Events,
+    client_address: ClientAddress,
+) -> SessionsEnded:
+    """Log a user out everywhere (superusers only): every session of theirs ends at once. They
+    can log in again; to keep them out, deactivate them."""
+    if await user_repo.get_user_by_id(user_id=user_id, populate=False) is None:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=USER_NOT_FOUND)
+    ended = await sessions.end_sessions(user_id=user_id, reason=SessionEndReason.ended_by_superuser)
+    await events.record(
+        kind=Event.sessions_ended_by_superuser,
+        user_id=user_id,
+        client_address=client_address,
+        detail=f"by superuser {superuser.id}: {ended} ended",
+    )
+    return SessionsEnded(ended=ended)

@@ -1,5 +1,6 @@
 from collections.abc import Mapping
 from typing import Any, Literal, overload
+from uuid import UUID
 
 import asyncpg
 from databases import Database
@@ -9,6 +10,7 @@ from app.db.errors import EmailAlreadyTakenError, UsernameAlreadyTakenError
 from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
 from app.db.repositories.profiles import PROFILE_COLUMNS, ProfilesRepository
 from app.models.profile import ProfileCreate, ProfilePublic
+from app.models.session import SessionEndReason
 from app.models.user import MAX_PASSWORD_LENGTH, UserCreate, UserInDB, UserPasswordUpdate, UserPublic, UserUpdate
 from app.services import auth_service, hashing_pool
 
@@ -70,9 +72,11 @@ def _select_with_profile(where: str) -> str:
     return _WITH_PROFILE.format(source="users") + f"WHERE {where};"
 
 
-def _write_with_profile(statement: str) -> str:
-    """A write to users that answers with the written row and its profile."""
-    return f"WITH written AS ({statement} RETURNING {USER_COLUMNS})" + _WITH_PROFILE.format(source="written") + ";"
+def _write_with_profile(statement: str, *, also: str = "") -> str:
+    """A write to users that answers with the written row and its profile; `also`, more
+    statements to run with it (`name AS (statement)`, comma first), all or none."""
+    written = f"WITH written AS ({statement} RETURNING {USER_COLUMNS}){also}"
+    return written + _WITH_PROFILE.format(source="written") + ";"
 
 
 GET_USER_BY_ID_QUERY = _select_with_profile("u.id = :id")
@@ -108,7 +112,8 @@ REHASH_PASSWORD_QUERY = """
     WHERE id = :id AND password = :old_hash;
 """
 
-# Bumping the token version revokes every token minted before the change.
+# Bumping the token version revokes every access token minted before the change, and every
+# session but the caller's (`:keep_session`, which may be null) ends with it.
 UPDATE_PASSWORD_QUERY = _write_with_profile(
     """
     UPDATE users
@@ -116,17 +121,30 @@ UPDATE_PASSWORD_QUERY = _write_with_profile(
         salt = :salt,
         token_version = token_version + 1
     WHERE id = :id
-    """
+    """,
+    also=f"""
+    , other_sessions AS (
+        UPDATE sessions SET ended_at = now(), end_reason = '{SessionEndReason.password_change.value}'
+        WHERE user_id = :id AND ended_at IS NULL AND id IS DISTINCT FROM CAST(:keep_session AS uuid)
+    )
+    """,
 )
 
-# Deactivating also bumps the token version: tokens minted before it stay dead after a reactivation.
+# Deactivating ends every session of the user and bumps the token version: nothing from before it
+# works again after a reactivation.
 SET_USER_ACTIVE_QUERY = _write_with_profile(
     """
     UPDATE users
     SET is_active = CAST(:is_active AS boolean),
         token_version = token_version + CASE WHEN is_active AND NOT CAST(:is_active AS boolean) THEN 1 ELSE 0 END
     WHERE id = :id
-    """
+    """,
+    also=f"""
+    , sessions_ended AS (
+        UPDATE sessions SET ended_at = now(), end_reason = '{SessionEndReason.deactivation.value}'
+        WHERE user_id = :id AND ended_at IS NULL AND NOT CAST(:is_active AS boolean)
+    )
+    """,
 )
 
 MAKE_SUPERUSER_QUERY = _write_with_profile(
@@ -292,8 +310,11 @@ class UsersRepository(BaseRepository):
         assert updated is not None  # the caller's own row
         return updated
 
-    async def update_password(self, *, user: UserInDB, password_update: UserPasswordUpdate) -> UserInDB:
-        values = {"id": user.id, **password_update.model_dump()}
+    async def update_password(
+        self, *, user: UserInDB, password_update: UserPasswordUpdate, keep_session: UUID | None = None
+    ) -> UserInDB:
+        """Store a new password: every older access token and every session but `keep_session` end."""
+        values = {"id": user.id, "keep_session": keep_session, **password_update.model_dump()}
         updated = await self._fetch_user(UPDATE_PASSWORD_QUERY, values)
         assert updated is not None  # the caller's own row
         return updated

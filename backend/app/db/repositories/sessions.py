@@ -1,0 +1,251 @@
+"""Sessions and their refresh tokens. Every decision that two requests could race for (rotating a
+refresh token, ending a session) is settled by row locks in PostgreSQL."""
+
+from dataclasses import dataclass
+from enum import Enum, auto
+from typing import Any
+from uuid import UUID
+
+from app.core import config
+from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
+from app.db.repositories.users import user_from_row, user_with_profile_columns
+from app.models.session import SessionEndReason, SessionInDB
+from app.models.user import UserInDB
+from app.services.authentication import new_refresh_token, open_successor, refresh_token_hash, seal_successor
+
+# A request marks its session as used at most this often: the idle timeout is exact to a minute,
+# and a busy session costs one write a minute, not one per request.
+TOUCH_INTERVAL_SECONDS = 60
+# Dead sessions (and their refresh tokens) are deleted this long after they died, when their user
+# next logs in: a user's rows stay few however often they log in.
+DEAD_SESSION_RETENTION_DAYS = 7
+# The longest a client's user agent is kept.
+MAX_USER_AGENT_LENGTH = 512
+
+IDLE = f"make_interval(mins => {int(config.SESSION_IDLE_TIMEOUT_MINUTES)})"
+# Whether the session `s` is alive: not ended, within its lifetime, used within the idle timeout.
+ALIVE = f"(s.ended_at IS NULL AND s.expires_at > now() AND s.last_used_at > now() - {IDLE})"
+
+SESSION_COLUMNS = (
+    "s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at, s.last_used_at + "
+    f"{IDLE} AS idle_expires_at, s.client_address, s.user_agent"
+)
+
+# A new session and its first refresh token; past the user's maximum, their least recently used
+# sessions end; long-dead sessions of the user are deleted. (Every part of the statement sees the
+# sessions as they were before it: the new one is not among those counted.)
+START_SESSION_QUERY = f"""
+    WITH s AS (
+        INSERT INTO sessions (user_id, expires_at, client_address, user_agent)
+        VALUES (:user_id, now() + make_interval(mins => {int(config.SESSION_LIFETIME_MINUTES)}),
+                :client_address, :user_agent)
+        RETURNING *
+    ), first_token AS (
+        INSERT INTO refresh_tokens (token_hash, session_id) SELECT :token_hash, id FROM s
+    ), over_limit AS (
+        UPDATE sessions SET ended_at = now(), end_reason = '{SessionEndReason.session_limit.value}'
+        WHERE id IN (
+            SELECT s.id FROM sessions s
+            WHERE s.user_id = :user_id AND {ALIVE}
+            ORDER BY s.last_used_at DESC, s.id
+            OFFSET {int(config.SESSIONS_MAX_PER_USER) - 1}
+        )
+    ), purged AS (
+        DELETE FROM sessions
+        WHERE user_id = :user_id
+          AND least(ended_at, expires_at, last_used_at + {IDLE})
+              < now() - make_interval(days => {DEAD_SESSION_RETENTION_DAYS})
+    )
+    SELECT {SESSION_COLUMNS} FROM s;
+"""
+
+# The user a token names, their profile, and whether the token's session is alive, in one round
+# trip; the session is marked as used if it was not in the last minute.
+GET_SESSION_USER_QUERY = f"""
+    WITH touched AS (
+        UPDATE sessions s SET last_used_at = now()
+        WHERE s.id = :session_id AND s.user_id = :user_id AND {ALIVE}
+          AND s.last_used_at < now() - make_interval(secs => {TOUCH_INTERVAL_SECONDS})
+    )
+    SELECT {user_with_profile_columns()}, s.id IS NOT NULL AS session_alive
+    FROM users u
+    LEFT JOIN profiles p ON p.user_id = u.id
+    LEFT JOIN sessions s ON s.id = :session_id AND s.user_id = u.id AND {ALIVE}
+    WHERE u.id = :user_id;
+"""
+
+# A refresh token, its session and its user, locked (token and session) until the end of the
+# transaction: of two requests with the same token, the second reads what the first wrote.
+LOCK_REFRESH_TOKEN_QUERY = f"""
+    SELECT t.used_at IS NOT NULL AS used,
+           t.used_at > now() - make_interval(secs => {int(config.REFRESH_REUSE_GRACE_SECONDS)}) AS in_grace,
+           t.successor_sealed,
+           {ALIVE} AS alive,
+           {SESSION_COLUMNS}
+    FROM refresh_tokens t
+    JOIN sessions s ON s.id = t.session_id
+    WHERE t.token_hash = :token_hash
+    FOR UPDATE;
+"""
+
+ROTATE_REFRESH_TOKEN_QUERY = """
+    WITH used AS (
+        UPDATE refresh_tokens SET used_at = now(), successor_sealed = :successor_sealed
+        WHERE token_hash = :token_hash
+    ), successor AS (
+        INSERT INTO refresh_tokens (token_hash, session_id) VALUES (:successor_hash, :session_id)
+    )
+    UPDATE sessions s SET last_used_at = now() WHERE s.id = :session_id;
+"""
+
+GET_USER_QUERY = f"""
+    SELECT {user_with_profile_columns()}
+    FROM users u LEFT JOIN profiles p ON p.user_id = u.id
+    WHERE u.id = :user_id;
+"""
+
+END_SESSION_QUERY = """
+    UPDATE sessions SET ended_at = now(), end_reason = :reason
+    WHERE id = :session_id AND user_id = :user_id AND ended_at IS NULL
+    RETURNING id;
+"""
+
+# All the user's sessions that are alive, or all but one.
+END_SESSIONS_QUERY = """
+    WITH ended AS (
+        UPDATE sessions SET ended_at = now(), end_reason = :reason
+        WHERE user_id = :user_id AND ended_at IS NULL AND id IS DISTINCT FROM CAST(:except_id AS uuid)
+        RETURNING expires_at, last_used_at
+    )
+    SELECT count(*) FILTER (WHERE expires_at > now() AND last_used_at > now() - {idle}) FROM ended;
+""".replace("{idle}", IDLE)
+
+GET_LIVE_SESSION_QUERY = f"""
+    SELECT {SESSION_COLUMNS}
+    FROM sessions s
+    WHERE s.id = :session_id AND s.user_id = :user_id AND {ALIVE};
+"""
+
+LIST_SESSIONS_QUERY = f"""
+    SELECT {SESSION_COLUMNS}
+    FROM sessions s
+    WHERE s.user_id = :user_id AND {ALIVE}
+    ORDER BY s.last_used_at DESC, s.id;
+"""
+
+
+class RefreshOutcome(Enum):
+    rotated = auto()  # a new access token and a new refresh token
+    repeated = auto()  # the same refresh token again within the grace window: the same successor
+    unknown = auto()  # no such refresh token
+    ended = auto()  # its session has ended
+    reused = auto()  # used before, outside the grace window: the session has just been ended
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    outcome: RefreshOutcome
+    session: SessionInDB | None = None
+    user: UserInDB | None = None
+    refresh_token: str | None = None
+
+
+def _session(row: dict[str, Any]) -> SessionInDB:
+    return SessionInDB.model_validate(row)
+
+
+def _user_agent(user_agent: str | None) -> str | None:
+    if not user_agent:
+        return None
+    printable = "".join(char for char in user_agent if char.isprintable())
+    return printable[:MAX_USER_AGENT_LENGTH] or None
+
+
+class SessionsRepository(BaseRepository):
+    async def start_session(
+        self, *, user_id: int, client_address: str | None, user_agent: str | None
+    ) -> tuple[SessionInDB, str]:
+        """A new session for the user, and its first refresh token (only its hash is stored)."""
+        refresh_token = new_refresh_token()
+        values = {
+            "user_id": user_id,
+            "client_address": client_address,
+            "user_agent": _user_agent(user_agent),
+            "token_hash": refresh_token_hash(refresh_token),
+        }
+        record = await self.db.fetch_one(START_SESSION_QUERY, values)
+        assert record is not None  # INSERT ... RETURNING
+        return _session(dict(as_dict(record))), refresh_token
+
+    async def get_session_user(self, *, user_id: int, session_id: UUID) -> tuple[UserInDB | None, bool]:
+        """The user with their profile (None if there is none), and whether the session is theirs
+        and alive; a live session is marked as used."""
+        if not 1 <= user_id <= MAX_ID:
+            return None, False
+        record = await self.db.fetch_one(GET_SESSION_USER_QUERY, {"user_id": user_id, "session_id": session_id})
+        if record is None:
+            return None, False
+        row = as_dict(record)
+        return user_from_row(row), bool(row["session_alive"])
+
+    async def refresh(self, *, refresh_token: str) -> Refresh:
+        """Use a refresh token: rotate it, repeat its successor within the grace window, or, if it
+        was used before that, end its session."""
+        token_hash = refresh_token_hash(refresh_token)
+        if token_hash is None:
+            return Refresh(RefreshOutcome.unknown)
+        async with self.db.transaction():
+            record = await self.db.fetch_one(LOCK_REFRESH_TOKEN_QUERY, {"token_hash": token_hash})
+            if record is None:
+                return Refresh(RefreshOutcome.unknown)
+            row = dict(as_dict(record))
+            session = _session(row)
+            if not row["alive"]:
+                return Refresh(RefreshOutcome.ended, session)
+            if row["used"] and not row["in_grace"]:
+                await self.db.execute(
+                    END_SESSION_QUERY,
+                    {
+                        "session_id": session.id,
+                        "user_id": session.user_id,
+                        "reason": SessionEndReason.refresh_token_reused.value,
+                    },
+                )
+                return Refresh(RefreshOutcome.reused, session)
+            if row["used"]:
+                successor = open_successor(token=refresh_token, sealed=row["successor_sealed"])
+                outcome = RefreshOutcome.repeated
+            else:
+                successor = new_refresh_token()
+                await self.db.execute(
+                    ROTATE_REFRESH_TOKEN_QUERY,
+                    {
+                        "token_hash": token_hash,
+                        "successor_sealed": seal_successor(token=refresh_token, successor=successor),
+                        "successor_hash": refresh_token_hash(successor),
+                        "session_id": session.id,
+                    },
+                )
+                outcome = RefreshOutcome.rotated
+            user_record = await self.db.fetch_one(GET_USER_QUERY, {"user_id": session.user_id})
+        user = user_from_row(as_dict(user_record)) if user_record else None
+        return Refresh(outcome, session, user, successor)
+
+    async def end_session(self, *, user_id: int, session_id: UUID, reason: SessionEndReason) -> bool:
+        """End one live session of the user's; whether there was one to end."""
+        values = {"session_id": session_id, "user_id": user_id, "reason": reason.value}
+        return await self.db.fetch_one(END_SESSION_QUERY, values) is not None
+
+    async def end_sessions(self, *, user_id: int, reason: SessionEndReason, except_id: UUID | None = None) -> int:
+        """End every session of the user (but `except_id`); how many of them were alive."""
+        values = {"user_id": user_id, "reason": reason.value, "except_id": except_id}
+        return int(await self.db.fetch_val(END_SESSIONS_QUERY, values) or 0)
+
+    async def list_sessions(self, *, user_id: int) -> list[SessionInDB]:
+        """The user's live sessions, most recently used first."""
+        records = await self.db.fetch_all(LIST_SESSIONS_QUERY, {"user_id": user_id})
+        return [_session(dict(as_dict(record))) for record in records]
+
+    async def get_live_session(self, *, user_id: int, session_id: UUID) -> SessionInDB | None:
+        record = await self.db.fetch_one(GET_LIVE_SESSION_QUERY, {"user_id": user_id, "session_id": session_id})
+        return _session(dict(as_dict(record))) if record else None
