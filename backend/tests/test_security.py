@@ -1,6 +1,7 @@
 """What people try against an auth server, and what stops them."""
 
 import asyncio
+import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -338,9 +339,16 @@ class TestNoSecretsInLogs:
             json={"new_user": {"email": "quiet@example.com", "username": "quiet", "password": password}},
         )
         registered_token = res.json()["access_token"]["access_token"]
+        refresh_tokens = [res.json()["access_token"]["refresh_token"]]
         await log_in(app, client, "quiet@example.com", "wrong-password")
-        token = (await log_in(app, client, "quiet@example.com", password)).json()["access_token"]
+        login = (await log_in(app, client, "quiet@example.com", password)).json()
+        refresh_path = app.url_path_for("users:refresh-access-token")
+        for _ in range(2):  # a rotation, then the same token again (the grace window's answer)
+            refreshed = (await client.post(refresh_path, json={"refresh_token": login["refresh_token"]})).json()
+            refresh_tokens += [login["refresh_token"], refreshed["refresh_token"]]
+        token = refreshed["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
+        await client.get(app.url_path_for("users:list-my-sessions"), headers=headers)
         await client.get(app.url_path_for("users:get-current-user"), headers=headers)
         before = await UsersRepository(db).get_user_by_email(email="quiet@example.com", populate=False)
         res = await client.put(
@@ -351,6 +359,7 @@ class TestNoSecretsInLogs:
         fresh_token = res.json()["access_token"]["access_token"]
         after = await UsersRepository(db).get_user_by_email(email="quiet@example.com", populate=False)
         assert before is not None and after is not None
+        await client.post(app.url_path_for("users:logout"), headers={"Authorization": f"Bearer {fresh_token}"})
 
         logged = "\n".join(record.getMessage() for record in caplog.records)
         assert "Query:" in logged  # the driver's DEBUG log was captured: the check below has teeth
@@ -359,6 +368,10 @@ class TestNoSecretsInLogs:
         for secret in (registered_token, token, fresh_token):
             assert secret not in logged
             assert secret.split(".")[2] not in logged  # not even the signature
+        for refresh_token in refresh_tokens:
+            assert refresh_token not in logged
+            stored = hashlib.sha256(refresh_token.encode()).digest()  # nor what is stored of it
+            assert stored.hex() not in logged and str(stored)[2:-1] not in logged
 
 
 class TestSecurityEvents:
