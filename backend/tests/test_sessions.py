@@ -146,6 +146,20 @@ class TestLogin:
             assert res.status_code == status.HTTP_401_UNAUTHORIZED
 
 
+    async def test_a_request_checks_its_session_in_the_query_that_loads_the_user(
+        self,
+        app: FastAPI,
+        client: AsyncClient,
+        login: Callable[..., Awaitable[Login]],
+        count_queries: list[str],
+    ) -> None:
+        tokens = await login()
+        count_queries.clear()
+        assert (await me(app, client, tokens.access_token)).status_code == status.HTTP_200_OK
+        [query] = count_queries  # one round trip: the user, their profile, and the session
+        assert "FROM users" in query and "JOIN sessions" in query and "JOIN profiles" in query
+
+
 class TestRefresh:
     async def test_a_refresh_rotates_both_tokens(
         self, app: FastAPI, client: AsyncClient, db: Database, login: Callable[..., Awaitable[Login]]

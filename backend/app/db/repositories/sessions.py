@@ -35,13 +35,13 @@ SESSION_COLUMNS = (
 # sessions end; long-dead sessions of the user are deleted. (Every part of the statement sees the
 # sessions as they were before it: the new one is not among those counted.)
 START_SESSION_QUERY = f"""
-    WITH s AS (
+    WITH started AS (
         INSERT INTO sessions (user_id, expires_at, client_address, user_agent)
         VALUES (:user_id, now() + make_interval(mins => {int(config.SESSION_LIFETIME_MINUTES)}),
                 :client_address, :user_agent)
         RETURNING *
     ), first_token AS (
-        INSERT INTO refresh_tokens (token_hash, session_id) SELECT :token_hash, id FROM s
+        INSERT INTO refresh_tokens (token_hash, session_id) SELECT :token_hash, id FROM started
     ), over_limit AS (
         UPDATE sessions SET ended_at = now(), end_reason = '{SessionEndReason.session_limit.value}'
         WHERE id IN (
@@ -56,7 +56,7 @@ START_SESSION_QUERY = f"""
           AND least(ended_at, expires_at, last_used_at + {IDLE})
               < now() - make_interval(days => {DEAD_SESSION_RETENTION_DAYS})
     )
-    SELECT {SESSION_COLUMNS} FROM s;
+    SELECT {SESSION_COLUMNS} FROM started s;
 """
 
 # The user a token names, their profile, and whether the token's session is alive, in one round
