@@ -101,26 +101,36 @@ async def run_posts(base_url: str, *, connections: int, seconds: float, make_req
     )
 
 
+async def take_turns(
+    routes: dict[str, tuple[str, str | None]], *, connections: int, slice_seconds: int, slices: int
+) -> dict[str, list[Load]]:
+    """wrk on each route in turn (A B A B ...), `slices` times; every slice's load, in order."""
+    runs: dict[str, list[Load]] = {name: [] for name in routes}
+    for _ in range(slices):
+        for name, (url, token) in routes.items():
+            runs[name].append(await run_wrk(url, connections=connections, seconds=slice_seconds, token=token))
+    return runs
+
+
+def combined(loads: list[Load]) -> Load:
+    """Slices of one route as one load: throughput over all of them, the median slice's p50/p99."""
+    return Load(
+        requests=sum(load.requests for load in loads),
+        seconds=sum(load.seconds for load in loads),
+        p50_ms=statistics.median(load.p50_ms for load in loads),
+        p99_ms=statistics.median(load.p99_ms for load in loads),
+        statuses={200: sum(load.requests for load in loads)},
+        generator_cpu_share=max(load.generator_cpu_share for load in loads),
+    )
+
+
 async def interleaved(
     routes: dict[str, tuple[str, str | None]], *, connections: int, seconds: float, slices: int = 4
 ) -> dict[str, Load]:
     """wrk on each route in turn, `slices` times; throughput over all slices, the median slice's p50/p99."""
-    runs: dict[str, list[Load]] = {name: [] for name in routes}
     slice_seconds = max(1, int(seconds // slices))  # wrk takes whole seconds
-    for _ in range(slices):
-        for name, (url, token) in routes.items():
-            runs[name].append(await run_wrk(url, connections=connections, seconds=slice_seconds, token=token))
-    return {
-        name: Load(
-            requests=sum(load.requests for load in loads),
-            seconds=sum(load.seconds for load in loads),
-            p50_ms=statistics.median(load.p50_ms for load in loads),
-            p99_ms=statistics.median(load.p99_ms for load in loads),
-            statuses={200: sum(load.requests for load in loads)},
-            generator_cpu_share=max(load.generator_cpu_share for load in loads),
-        )
-        for name, loads in runs.items()
-    }
+    runs = await take_turns(routes, connections=connections, slice_seconds=slice_seconds, slices=slices)
+    return {name: combined(loads) for name, loads in runs.items()}
 
 
 def register_request(name: str) -> tuple[str, str, dict[str, Any]]:

@@ -12,7 +12,12 @@ because these machines are shared and their absolute speed drifts.
 Then the feed's section (benchmarks/feed.py): a page's latency at 10,000, 100,000 and 1,000,000
 cleanings (`--skip-feed` leaves it out, `--feed-only` runs it alone).
 
-Prints one line per figure, and writes benchmarks/results/latest.json, latest.png and feed.png.
+`--compare-me-with REV` runs one thing alone instead (benchmarks/before_after.py): GET /api/users/me/
+of git revision REV and of this tree, served side by side and loaded in turns, `--rounds` turns of
+`--duration` seconds each; after / before for requests/s, p50 and p99.
+
+Prints one line per figure, and writes benchmarks/results/latest.json, latest.png and feed.png
+(me-before-after.png for the comparison).
 """
 
 import argparse
@@ -38,6 +43,7 @@ import psutil
 from app.core.config import DATABASE_URL
 from app.db.admin import sibling_database
 from app.services import auth_service
+from benchmarks.before_after import chart_me_before_after, measure_me_before_after, report_me_before_after
 from benchmarks.common import HERE, Load, interleaved, register_request, run_posts, run_wrk
 from benchmarks.feed import chart_feed, measure_feed, report_feed
 from scripts.live_server import ServerProcess, prepare_database
@@ -234,11 +240,19 @@ def chart(figures: dict[str, Any], path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per load")
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds per load (per turn with --compare-me-with)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers for the main run")
     parser.add_argument("--skip-two-workers", action="store_true", help="skip the 2-worker /me comparison")
     parser.add_argument("--skip-feed", action="store_true", help="skip the feed section (it fills 1M cleanings)")
     parser.add_argument("--feed-only", action="store_true", help="run the feed section alone")
+    parser.add_argument(
+        "--compare-me-with",
+        metavar="REV",
+        help="run this alone: GET /api/users/me/ of git revision REV (before) and of this tree (after), taking turns",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="turns of each server with --compare-me-with")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("phresh: the benchmark needs wrk (Debian: apt-get install wrk)", file=sys.stderr)
@@ -247,13 +261,27 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     lines: list[str] = []
     figures: dict[str, Any] = {}
-    if not args.feed_only:
+    if args.compare_me_with:
+        figures = {"cores": os.cpu_count() or 1, "started": datetime.now(UTC).isoformat()}
+        figures["me_before_after"] = asyncio.run(
+            measure_me_before_after(
+                DATABASE_URL,
+                revision=args.compare_me_with,
+                duration=args.duration,
+                rounds=args.rounds,
+                workers=args.workers,
+                env=SERVER_ENV,
+            )
+        )
+        chart_me_before_after(figures["me_before_after"], RESULTS / "me-before-after.png")
+        lines += report_me_before_after(figures["me_before_after"])
+    elif not args.feed_only:
         figures = asyncio.run(measure(args.duration, args.workers))
         if not args.skip_two_workers:
             figures["two_workers_vs_one_me"] = asyncio.run(two_workers_vs_one(args.duration))
         chart(figures, RESULTS / "latest.png")
         lines += report(figures)
-    if not args.skip_feed:
+    if not args.skip_feed and not args.compare_me_with:
         figures["feed"] = asyncio.run(measure_feed(DATABASE_URL, args.duration))
         chart_feed(figures["feed"], RESULTS / "feed.png")
         lines += report_feed(figures["feed"])
