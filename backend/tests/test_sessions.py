@@ -145,11 +145,11 @@ class TestLogin:
             res = await me(app, client, jwt.encode(forged, str(SECRET_KEY), algorithm="HS256"))
             assert res.status_code == status.HTTP_401_UNAUTHORIZED
 
-
     async def test_a_request_checks_its_session_in_the_query_that_loads_the_user(
         self,
         app: FastAPI,
         client: AsyncClient,
+        db: Database,
         login: Callable[..., Awaitable[Login]],
         count_queries: list[str],
     ) -> None:
@@ -158,6 +158,12 @@ class TestLogin:
         assert (await me(app, client, tokens.access_token)).status_code == status.HTTP_200_OK
         [query] = count_queries  # one round trip: the user, their profile, and the session
         assert "FROM users" in query and "JOIN sessions" in query and "JOIN profiles" in query
+        # marking the session as used is one more statement, at most once a minute
+        await db.execute("UPDATE sessions SET last_used_at = now() - interval '61 seconds'")
+        count_queries.clear()
+        assert (await me(app, client, tokens.access_token)).status_code == status.HTTP_200_OK
+        assert (await me(app, client, tokens.access_token)).status_code == status.HTTP_200_OK
+        assert len(count_queries) == 3 and count_queries[1].strip().startswith("UPDATE sessions")
 
 
 class TestRefresh:

@@ -181,137 +181,6 @@ async def user_login_with_email_and_password(
     return tokens
 
 
-@router.post(
-    "/login/token/refresh/",
-    response_model=AccessToken,
-    name="users:refresh-access-token",
-    summary="Refresh my access token",
-    responses=error_responses(401, 413, 429, 503, e401=INVALID_REFRESH_TOKEN),
-)
-async def refresh_access_token(
-    refresh: RefreshRequest,
-    sessions: Sessions,
-    limits: RateLimits,
-    events: Events,
-    client_address: ClientAddress,
-) -> AccessToken:
-    """Trade a refresh token for a new access token and a new refresh token. Each refresh token
-    works once: one presented again ends its session (a stolen copy is worth nothing once either
-    side uses it), except within a few seconds of its first use, when the same new pair is given
-    again (two tabs refreshing at once). Unknown tokens are limited per client address."""
-    hit = await count_refresh(limits, address=client_address)
-    result = await sessions.refresh(refresh_token=refresh.refresh_token)
-    session = result.session
-    if result.outcome is RefreshOutcome.unknown or session is None:
-        raise unauthorized(INVALID_REFRESH_TOKEN)
-    if result.outcome is RefreshOutcome.ended:
-        raise unauthorized(SESSION_ENDED)
-    if result.outcome is RefreshOutcome.reused:
-        await events.record(
-            kind=Event.refresh_token_reused,
-            user_id=session.user_id,
-            client_address=client_address,
-            detail=f"session {session.id} ended",
-        )
-        raise unauthorized(REFRESH_TOKEN_REUSED)
-    await limits.forget_hit(hit=hit)
-    user = result.user
-    if user is None or not user.is_active:
-        raise unauthorized(NOT_ACTIVE)
-    repeated = " (repeated within the grace window)" if result.outcome is RefreshOutcome.repeated else ""
-    await events.record(
-        kind=Event.session_refreshed,
-        user_id=user.id,
-        client_address=client_address,
-        detail=f"session {session.id}{repeated}",
-    )
-    return tokens_for(user, session, refresh_token=result.refresh_token)
-
-
-@router.post(
-    "/logout/",
-    name="users:logout",
-    summary="Log out",
-    status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(401, 503),
-)
-async def logout(
-    current_user: CurrentUser,
-    session_id: CurrentSessionId,
-    sessions: Sessions,
-    events: Events,
-    client_address: ClientAddress,
-    scope: LogoutScope = LogoutScope.local,
-) -> Response:
-    """End this session (`local`, the default), every other session of mine (`others`), or all of
-    them (`global`). Their access tokens are refused from their next request on, and their refresh
-    tokens no longer work."""
-    if scope is LogoutScope.local:
-        ended = int(
-            await sessions.end_session(user_id=current_user.id, session_id=session_id, reason=SessionEndReason.logout)
-        )
-    else:
-        except_id = session_id if scope is LogoutScope.others else None
-        ended = await sessions.end_sessions(
-            user_id=current_user.id, reason=SessionEndReason.logout, except_id=except_id
-        )
-    await events.record(
-        kind=Event.logout,
-        user_id=current_user.id,
-        client_address=client_address,
-        detail=f"scope {scope.value} from session {session_id}: {ended} ended",
-    )
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-@router.get(
-    "/me/sessions/",
-    response_model=SessionsList,
-    name="users:list-my-sessions",
-    summary="List my sessions",
-    responses=error_responses(401, 503),
-)
-async def list_my_sessions(current_user: CurrentUser, session_id: CurrentSessionId, sessions: Sessions) -> SessionsList:
-    """My live sessions, most recently used first; `current` marks the one asking."""
-    live = await sessions.list_sessions(user_id=current_user.id)
-    return SessionsList(
-        sessions=[
-            SessionPublic.model_validate({**session.model_dump(), "current": session.id == session_id})
-            for session in live
-        ]
-    )
-
-
-@router.delete(
-    "/me/sessions/{session_id}/",
-    name="users:end-my-session",
-    summary="End one of my sessions",
-    status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(401, 404, 503, e404=SESSION_NOT_FOUND),
-)
-async def end_my_session(
-    session_id: UUID,
-    current_user: CurrentUser,
-    current_session_id: CurrentSessionId,
-    sessions: Sessions,
-    events: Events,
-    client_address: ClientAddress,
-) -> Response:
-    """End one of my sessions (a lost phone, a shared computer); ending the current one is a logout."""
-    ended = await sessions.end_session(
-        user_id=current_user.id, session_id=session_id, reason=SessionEndReason.ended_by_user
-    )
-    if not ended:
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=SESSION_NOT_FOUND)
-    await events.record(
-        kind=Event.session_ended,
-        user_id=current_user.id,
-        client_address=client_address,
-        detail=f"session {session_id} from session {current_session_id}",
-    )
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
 @router.get(
     "/me/",
     response_model=UserPublic,
@@ -490,3 +359,135 @@ async def end_user_sessions(
         detail=f"by superuser {superuser.id}: {ended} ended",
     )
     return SessionsEnded(ended=ended)
+
+
+# Sessions: after the routes above, so that the hot ones (/me/) are matched first.
+@router.post(
+    "/login/token/refresh/",
+    response_model=AccessToken,
+    name="users:refresh-access-token",
+    summary="Refresh my access token",
+    responses=error_responses(401, 413, 429, 503, e401=INVALID_REFRESH_TOKEN),
+)
+async def refresh_access_token(
+    refresh: RefreshRequest,
+    sessions: Sessions,
+    limits: RateLimits,
+    events: Events,
+    client_address: ClientAddress,
+) -> AccessToken:
+    """Trade a refresh token for a new access token and a new refresh token. Each refresh token
+    works once: one presented again ends its session (a stolen copy is worth nothing once either
+    side uses it), except within a few seconds of its first use, when the same new pair is given
+    again (two tabs refreshing at once). Unknown tokens are limited per client address."""
+    hit = await count_refresh(limits, address=client_address)
+    result = await sessions.refresh(refresh_token=refresh.refresh_token)
+    session = result.session
+    if result.outcome is RefreshOutcome.unknown or session is None:
+        raise unauthorized(INVALID_REFRESH_TOKEN)
+    if result.outcome is RefreshOutcome.ended:
+        raise unauthorized(SESSION_ENDED)
+    if result.outcome is RefreshOutcome.reused:
+        await events.record(
+            kind=Event.refresh_token_reused,
+            user_id=session.user_id,
+            client_address=client_address,
+            detail=f"session {session.id} ended",
+        )
+        raise unauthorized(REFRESH_TOKEN_REUSED)
+    await limits.forget_hit(hit=hit)
+    user = result.user
+    if user is None or not user.is_active:
+        raise unauthorized(NOT_ACTIVE)
+    repeated = " (repeated within the grace window)" if result.outcome is RefreshOutcome.repeated else ""
+    await events.record(
+        kind=Event.session_refreshed,
+        user_id=user.id,
+        client_address=client_address,
+        detail=f"session {session.id}{repeated}",
+    )
+    return tokens_for(user, session, refresh_token=result.refresh_token)
+
+
+@router.post(
+    "/logout/",
+    name="users:logout",
+    summary="Log out",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 503),
+)
+async def logout(
+    current_user: CurrentUser,
+    session_id: CurrentSessionId,
+    sessions: Sessions,
+    events: Events,
+    client_address: ClientAddress,
+    scope: LogoutScope = LogoutScope.local,
+) -> Response:
+    """End this session (`local`, the default), every other session of mine (`others`), or all of
+    them (`global`). Their access tokens are refused from their next request on, and their refresh
+    tokens no longer work."""
+    if scope is LogoutScope.local:
+        ended = int(
+            await sessions.end_session(user_id=current_user.id, session_id=session_id, reason=SessionEndReason.logout)
+        )
+    else:
+        except_id = session_id if scope is LogoutScope.others else None
+        ended = await sessions.end_sessions(
+            user_id=current_user.id, reason=SessionEndReason.logout, except_id=except_id
+        )
+    await events.record(
+        kind=Event.logout,
+        user_id=current_user.id,
+        client_address=client_address,
+        detail=f"scope {scope.value} from session {session_id}: {ended} ended",
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/me/sessions/",
+    response_model=SessionsList,
+    name="users:list-my-sessions",
+    summary="List my sessions",
+    responses=error_responses(401, 503),
+)
+async def list_my_sessions(current_user: CurrentUser, session_id: CurrentSessionId, sessions: Sessions) -> SessionsList:
+    """My live sessions, most recently used first; `current` marks the one asking."""
+    live = await sessions.list_sessions(user_id=current_user.id)
+    return SessionsList(
+        sessions=[
+            SessionPublic.model_validate({**session.model_dump(), "current": session.id == session_id})
+            for session in live
+        ]
+    )
+
+
+@router.delete(
+    "/me/sessions/{session_id}/",
+    name="users:end-my-session",
+    summary="End one of my sessions",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 404, 503, e404=SESSION_NOT_FOUND),
+)
+async def end_my_session(
+    session_id: UUID,
+    current_user: CurrentUser,
+    current_session_id: CurrentSessionId,
+    sessions: Sessions,
+    events: Events,
+    client_address: ClientAddress,
+) -> Response:
+    """End one of my sessions (a lost phone, a shared computer); ending the current one is a logout."""
+    ended = await sessions.end_session(
+        user_id=current_user.id, session_id=session_id, reason=SessionEndReason.ended_by_user
+    )
+    if not ended:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=SESSION_NOT_FOUND)
+    await events.record(
+        kind=Event.session_ended,
+        user_id=current_user.id,
+        client_address=client_address,
+        detail=f"session {session_id} from session {current_session_id}",
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -59,19 +59,20 @@ START_SESSION_QUERY = f"""
     SELECT {SESSION_COLUMNS} FROM started s;
 """
 
-# The user a token names, their profile, and whether the token's session is alive, in one round
-# trip; the session is marked as used if it was not in the last minute.
+# The user a token names, their profile, and whether the token's session is alive (a null
+# `session_stale` means it is not), in one round trip: the check on every authenticated request.
 GET_SESSION_USER_QUERY = f"""
-    WITH touched AS (
-        UPDATE sessions s SET last_used_at = now()
-        WHERE s.id = :session_id AND s.user_id = :user_id AND {ALIVE}
-          AND s.last_used_at < now() - make_interval(secs => {TOUCH_INTERVAL_SECONDS})
-    )
-    SELECT {user_with_profile_columns()}, s.id IS NOT NULL AS session_alive
+    SELECT {user_with_profile_columns()},
+           s.last_used_at < now() - make_interval(secs => {TOUCH_INTERVAL_SECONDS}) AS session_stale
     FROM users u
     LEFT JOIN profiles p ON p.user_id = u.id
     LEFT JOIN sessions s ON s.id = :session_id AND s.user_id = u.id AND {ALIVE}
     WHERE u.id = :user_id;
+"""
+
+# Marks a session as used; sent at most once a minute per session, not with every request.
+TOUCH_SESSION_QUERY = """
+    UPDATE sessions SET last_used_at = now() WHERE id = :session_id AND ended_at IS NULL;
 """
 
 # A refresh token, its session and its user, locked (token and session) until the end of the
@@ -186,7 +187,10 @@ class SessionsRepository(BaseRepository):
         if record is None:
             return None, False
         row = as_dict(record)
-        return user_from_row(row), bool(row["session_alive"])
+        stale = row["session_stale"]
+        if stale:
+            await self.db.execute(TOUCH_SESSION_QUERY, {"session_id": session_id})
+        return user_from_row(row), stale is not None
 
     async def refresh(self, *, refresh_token: str) -> Refresh:
         """Use a refresh token: rotate it, repeat its successor within the grace window, or, if it
