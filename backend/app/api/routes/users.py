@@ -367,7 +367,7 @@ async def end_user_sessions(
     response_model=AccessToken,
     name="users:refresh-access-token",
     summary="Refresh my access token",
-    responses=error_responses(401, 413, 429, 503, e401=INVALID_REFRESH_TOKEN),
+    responses=error_responses(400, 401, 413, 429, 503, e401=INVALID_REFRESH_TOKEN),
 )
 async def refresh_access_token(
     refresh: RefreshRequest,
