@@ -11,6 +11,7 @@ from app.core.config import (
     DB_POOL_MIN_SIZE,
     DB_STATEMENT_CACHE_SIZE,
 )
+from app.db import statements
 from app.db.errors import DATABASE_UNAVAILABLE_ERRORS, DatabaseUnreachableError
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ async def connect_to_db(
     Gives up after `give_up_after` seconds, or at once on an error that waiting cannot fix (a wrong
     password, a missing database), with a DatabaseUnreachableError that says so in one line.
     """
+    statements.install()
     database = Database(
         str(database_url),
         min_size=DB_POOL_MIN_SIZE,
