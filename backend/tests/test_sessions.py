@@ -213,6 +213,18 @@ class TestRefresh:
         assert (await me(app, client, again.access_token)).status_code == status.HTTP_200_OK
         assert (await refresh(app, client, first.refresh_token)).status_code == status.HTTP_200_OK
 
+    async def test_within_the_grace_window_a_tab_catches_up_with_a_chain_that_moved_on(
+        self, app: FastAPI, client: AsyncClient, db: Database, login: Callable[..., Awaitable[Login]]
+    ) -> None:
+        tokens = await login()
+        second = Login.of(await refresh(app, client, tokens.refresh_token))  # one tab refreshes twice
+        third = Login.of(await refresh(app, client, second.refresh_token))
+        late = Login.of(await refresh(app, client, tokens.refresh_token))  # the other tab, a moment later
+        assert late.refresh_token == third.refresh_token  # the newest, not the spent second one
+        assert (await me(app, client, late.access_token)).status_code == status.HTTP_200_OK
+        assert (await refresh(app, client, late.refresh_token)).status_code == status.HTTP_200_OK
+        assert await db.fetch_val("SELECT count(*) FROM sessions WHERE ended_at IS NULL") == 1
+
     async def test_concurrent_refreshes_with_one_token_all_get_the_same_successor(
         self, app: FastAPI, client: AsyncClient, db: Database, login: Callable[..., Awaitable[Login]]
     ) -> None:

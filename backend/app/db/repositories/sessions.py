@@ -99,6 +99,12 @@ ROTATE_REFRESH_TOKEN_QUERY = """
     UPDATE sessions s SET last_used_at = now() WHERE s.id = :session_id;
 """
 
+GET_SUCCESSOR_QUERY = """
+    SELECT successor_sealed FROM refresh_tokens WHERE token_hash = :token_hash;
+"""
+# A client refreshes once an hour; a chain spent faster than this within a grace window is a loop.
+MAX_SUCCESSORS_FOLLOWED = 16
+
 GET_USER_QUERY = f"""
     SELECT {user_with_profile_columns()}
     FROM users u LEFT JOIN profiles p ON p.user_id = u.id
@@ -217,7 +223,7 @@ class SessionsRepository(BaseRepository):
                 )
                 return Refresh(RefreshOutcome.reused, session)
             if row["used"]:
-                successor = open_successor(token=refresh_token, sealed=row["successor_sealed"])
+                successor = await self._newest_successor(refresh_token, row["successor_sealed"])
                 outcome = RefreshOutcome.repeated
             else:
                 successor = new_refresh_token()
@@ -234,6 +240,18 @@ class SessionsRepository(BaseRepository):
             user_record = await self.db.fetch_one(GET_USER_QUERY, {"user_id": session.user_id})
         user = user_from_row(as_dict(user_record)) if user_record else None
         return Refresh(outcome, session, user, successor)
+
+    async def _newest_successor(self, token: str, sealed: bytes) -> str:
+        """The newest refresh token descended from `token`: its successor, or, when that one was
+        spent too (all within the grace window, since each was issued after `token` was spent),
+        that one's successor, and so on. Runs under the session's lock, so the chain stands still."""
+        successor = open_successor(token=token, sealed=sealed)
+        for _ in range(MAX_SUCCESSORS_FOLLOWED):
+            record = await self.db.fetch_one(GET_SUCCESSOR_QUERY, {"token_hash": refresh_token_hash(successor)})
+            if record is None or record["successor_sealed"] is None:
+                break
+            successor = open_successor(token=successor, sealed=record["successor_sealed"])
+        return successor
 
     async def end_session(self, *, user_id: int, session_id: UUID, reason: SessionEndReason) -> bool:
         """End one live session of the user's; whether there was one to end."""
