@@ -29,7 +29,8 @@ from databases import DatabaseURL
 from app.core.config import BACKEND_DIR
 from app.db.admin import recreate_database, sibling_database
 from benchmarks.common import Load, combined, register_request, run_wrk, take_turns
-from scripts.live_server import ServerProcess, free_port, prepare_database
+from scripts.live_server import ServerProcess, prepare_database
+from scripts.ports import free_port
 
 REPOSITORY_DIR = BACKEND_DIR.parent
 CONNECTIONS = 32  # as the main run's GET /api/users/me/ c=32

@@ -3,7 +3,6 @@
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,12 +15,7 @@ from databases import DatabaseURL
 
 from app.core.config import BACKEND_DIR, SECRET_KEY
 from app.db.admin import migrate, recreate_database
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from scripts.ports import free_port
 
 
 def prepare_database(url: DatabaseURL) -> None:

@@ -10,18 +10,38 @@ so that its test files run against Phresh unchanged. One difference: every test 
 tables (`empty_tables`), so no test depends on rows another test left behind.
 """
 
+import asyncio
+import email
+import email.policy
 import os
 import random
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+import threading
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from email.message import EmailMessage
 from typing import Any
 from uuid import uuid4
+
+from scripts.ports import free_port
 
 # Before anything from `app` is imported: tests sign with a key of their own and hash cheaply
 # (real bcrypt, lower cost). The environment wins over a developer's .env.
 os.environ["SECRET_KEY"] = secrets.token_hex(32)
 os.environ["BCRYPT_ROUNDS"] = "4"
 os.environ["TESTING"] = "1"
+# Mail goes to a real SMTP server on 127.0.0.1 that the tests start (`mailbox`), and a failed send
+# is tried again within a second, not minutes.
+os.environ.update(
+    SMTP_HOST="127.0.0.1",
+    SMTP_PORT=str(free_port()),
+    SMTP_STARTTLS="false",
+    SMTP_TIMEOUT_SECONDS="2",
+    MAIL_CLAIM_SECONDS="6",
+    MAIL_RETRY_BASE_SECONDS="0.2",
+    MAIL_RETRY_MAX_SECONDS="1",
+    MAIL_POLL_SECONDS="0.2",
+)
 
 import pytest
 from asgi_lifespan import LifespanManager
@@ -41,6 +61,7 @@ from app.models.evaluation import EvaluationCreate
 from app.models.offer import OfferCreate, OfferStatus, OfferUpdate
 from app.models.user import AnyUser, UserCreate, UserInDB, UserPublic
 from app.services import auth_service
+from app.services.mail import MAIL_SENDER_TASK
 
 # TESTING=1 made the configured database `<database>_test`. Processes the tests start get that
 # URL spelled out (DATABASE_URL), so the switch must not reach them: they would add `_test` again.
@@ -55,8 +76,66 @@ async def apply_migrations() -> None:
     migrate(TEST_DATABASE_URL)
 
 
+class Mailbox:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 at SMTP_PORT, keeping every message it accepts.
+    It can be stopped and started again, as a mail server that goes down."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.messages: list[EmailMessage] = []
+        self._lock = threading.Lock()
+        self._controller: Any = None
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        with self._lock:
+            self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def to(self, address: str) -> list[EmailMessage]:
+        with self._lock:
+            return [message for message in self.messages if str(message["To"]).lower() == address.lower()]
+
+    async def wait_for(self, address: str, count: int = 1, within: float = 15.0) -> list[EmailMessage]:
+        """The messages sent to an address, once there are `count` of them (or `within` seconds)."""
+        deadline = time.monotonic() + within
+        # The server's thread fills the list: polled, as there is no event loop of ours to signal.
+        while len(self.to(address)) < count and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return self.to(address)
+
+
 @pytest.fixture(scope="session")
-def app(apply_migrations: None) -> FastAPI:
+def mail_server() -> Iterator[Mailbox]:
+    box = Mailbox(int(os.environ["SMTP_PORT"]))
+    box.start()
+    yield box
+    box.stop()
+
+
+@pytest.fixture
+def mailbox(mail_server: Mailbox, empty_tables: None) -> Mailbox:
+    """The SMTP server, holding only what this test sends (the tables were emptied and the
+    sender stopped meanwhile, so nothing of an earlier test arrives after this)."""
+    with mail_server._lock:
+        mail_server.messages.clear()
+    return mail_server
+
+
+@pytest.fixture(scope="session")
+def app(apply_migrations: None, mail_server: Mailbox) -> FastAPI:
     from app.api.server import get_application
 
     return get_application(database_url=TEST_DATABASE_URL)
@@ -87,12 +166,14 @@ def db(started_app: FastAPI) -> Database:
 
 
 @pytest.fixture(autouse=True)
-async def empty_tables(db: Database) -> None:
-    """Every test starts from empty tables, so no test depends on another's rows."""
-    await db.execute(
-        "TRUNCATE users, profiles, cleanings, sessions, refresh_tokens, security_events, rate_limit_hits"
-        " RESTART IDENTITY CASCADE"
-    )
+async def empty_tables(started_app: FastAPI, db: Database) -> None:
+    """Every test starts from empty tables, so no test depends on another's rows. (The mail sender
+    pauses meanwhile: TRUNCATE and its statements would lock the same tables in opposite orders.)"""
+    async with started_app.state.mail_sender.paused():
+        await db.execute(
+            "TRUNCATE users, profiles, cleanings, sessions, refresh_tokens, security_events, rate_limit_hits,"
+            " outbox_messages, account_tokens RESTART IDENTITY CASCADE"
+        )
 
 
 @pytest.fixture
@@ -103,7 +184,9 @@ def count_queries(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         original = getattr(db, method)
 
         def counting(*args: object, __original: Callable[..., object] = original, **kwargs: object) -> object:
-            sent.append(str(kwargs.get("query", args[0] if args else "")))
+            task = asyncio.current_task()
+            if task is None or task.get_name() != MAIL_SENDER_TASK:  # the sender works beside the requests
+                sent.append(str(kwargs.get("query", args[0] if args else "")))
             return __original(*args, **kwargs)
 
         monkeypatch.setattr(db, method, counting)

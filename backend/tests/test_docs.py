@@ -35,6 +35,7 @@ LOCKED = {
     ("get", "/api/users/me/sessions/"),
     ("delete", "/api/users/me/sessions/{session_id}/"),
     ("post", "/api/users/{user_id}/end-sessions/"),
+    ("post", "/api/users/me/verification/"),
 }
 
 

@@ -20,7 +20,8 @@ from app.db.admin import libpq_url, migrate, recreate_database
 from app.db.embedded import get_pgserver
 from app.models.user import UserInDB
 from app.services import auth_service
-from scripts.live_server import ServerProcess, free_port
+from scripts.live_server import ServerProcess
+from scripts.ports import free_port
 from tests.conftest import TEST_DATABASE_URL
 
 

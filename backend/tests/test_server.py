@@ -18,8 +18,8 @@ import pytest
 from fastapi import status
 
 from app.core.config import BACKEND_DIR, SECRET_KEY_PLACEHOLDER
-from scripts.live_server import free_port
 from scripts.live_server import live_server as run_live_server
+from scripts.ports import free_port
 from tests.conftest import TEST_DATABASE_URL
 
 
@@ -54,6 +54,10 @@ class TestLiveServer:
             "/api/users/me/sessions/",
             "/api/users/me/sessions/{session_id}/",
             "/api/users/{user_id}/end-sessions/",
+            "/api/users/me/verification/",
+            "/api/users/verify-email/",
+            "/api/users/password-reset/",
+            "/api/users/password-reset/confirm/",
             "/api/users/me/password/",
             "/api/users/{user_id}/deactivate/",
             "/api/users/{user_id}/reactivate/",

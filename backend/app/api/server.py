@@ -25,6 +25,7 @@ from app.db.embedded import release_embedded_database
 from app.db.errors import DATABASE_UNAVAILABLE_ERRORS
 from app.db.repositories.rate_limits import RateLimitsRepository
 from app.services.hashing import HashingBusyError
+from app.services.mail import MailSender
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +59,12 @@ def get_application(*, database_url: DatabaseURL | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await tasks.connect_to_db(app, url)
         purger = asyncio.create_task(purge_rate_limit_hits(app))
+        app.state.mail_sender = MailSender(app.state._db)
+        app.state.mail_sender.start()
         try:
             yield
         finally:
+            await app.state.mail_sender.stop()
             purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purger

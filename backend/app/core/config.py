@@ -99,6 +99,41 @@ REGISTER_WINDOW_SECONDS = config("REGISTER_WINDOW_SECONDS", cast=int, default=60
 # last entry is used, the one your proxy added). Unset: the address of the connecting peer.
 CLIENT_ADDRESS_HEADER = config("CLIENT_ADDRESS_HEADER", cast=str, default="")
 
+# Mail (email verification, password reset). With SMTP_HOST unset, messages are written as .eml
+# files to MAIL_OUTBOX_DIR instead, for a newcomer to read (`python3 backend/manage.py mail`).
+SMTP_HOST = config("SMTP_HOST", cast=str, default="")
+SMTP_PORT = config("SMTP_PORT", cast=int, default=587)
+SMTP_USERNAME = config("SMTP_USERNAME", cast=str, default="")
+SMTP_PASSWORD = config("SMTP_PASSWORD", cast=Secret, default="")
+# STARTTLS: "auto" (when the server offers it), "true" (required) or "false"; SMTP_TLS: implicit TLS (port 465).
+SMTP_STARTTLS = config("SMTP_STARTTLS", cast=str, default="auto").lower()
+if SMTP_STARTTLS not in ("auto", "true", "false"):
+    _exit(f"SMTP_STARTTLS must be auto, true or false, not {SMTP_STARTTLS}")
+SMTP_TLS = config("SMTP_TLS", cast=bool, default=False)
+SMTP_TIMEOUT_SECONDS = config("SMTP_TIMEOUT_SECONDS", cast=float, default=20.0)
+MAIL_FROM = config("MAIL_FROM", cast=str, default="Phresh <no-reply@phresh.io>")
+# The client app the links in mails open: <PUBLIC_APP_URL>/verify-email?token=... and /reset-password?token=...
+PUBLIC_APP_URL = config("PUBLIC_APP_URL", cast=str, default="http://localhost:3000").rstrip("/")
+MAIL_OUTBOX_DIR = Path(config("MAIL_OUTBOX_DIR", default=str(BACKEND_DIR / ".outbox")))
+EMAIL_VERIFICATION_TOKEN_MINUTES = config("EMAIL_VERIFICATION_TOKEN_MINUTES", cast=int, default=24 * 60)
+PASSWORD_RESET_TOKEN_MINUTES = config("PASSWORD_RESET_TOKEN_MINUTES", cast=int, default=60)
+# Off by default, as in the tutorial: unverified accounts may log in.
+LOGIN_REQUIRES_VERIFIED_EMAIL = config("LOGIN_REQUIRES_VERIFIED_EMAIL", cast=bool, default=False)
+# Mails asked for, per hour: verification messages per user, reset messages per email and per address.
+VERIFICATION_MAX_PER_USER = config("VERIFICATION_MAX_PER_USER", cast=int, default=5)
+PASSWORD_RESET_MAX_PER_EMAIL = config("PASSWORD_RESET_MAX_PER_EMAIL", cast=int, default=3)
+PASSWORD_RESET_MAX_PER_ADDRESS = config("PASSWORD_RESET_MAX_PER_ADDRESS", cast=int, default=20)
+MAIL_LIMIT_WINDOW_SECONDS = config("MAIL_LIMIT_WINDOW_SECONDS", cast=int, default=60 * 60)
+# The sender: a failed send is tried again after MAIL_RETRY_BASE_SECONDS, doubling up to
+# MAIL_RETRY_MAX_SECONDS, for as long as it takes. A worker holds a message it is sending for
+# MAIL_CLAIM_SECONDS (more than a send can take); a worker that died meanwhile lets it go then.
+MAIL_RETRY_BASE_SECONDS = config("MAIL_RETRY_BASE_SECONDS", cast=float, default=5.0)
+MAIL_RETRY_MAX_SECONDS = config("MAIL_RETRY_MAX_SECONDS", cast=float, default=600.0)
+MAIL_CLAIM_SECONDS = config("MAIL_CLAIM_SECONDS", cast=float, default=max(60.0, 3 * SMTP_TIMEOUT_SECONDS))
+if MAIL_CLAIM_SECONDS <= SMTP_TIMEOUT_SECONDS:
+    _exit("MAIL_CLAIM_SECONDS must be longer than SMTP_TIMEOUT_SECONDS, or two workers could send one message")
+MAIL_POLL_SECONDS = config("MAIL_POLL_SECONDS", cast=float, default=1.0)
+
 MAX_REQUEST_BODY_BYTES = config("MAX_REQUEST_BODY_BYTES", cast=int, default=1024 * 1024)
 
 # Password hashing runs in a pool of threads (bcrypt releases the GIL), off the event loop. At most

@@ -19,6 +19,12 @@ class SecurityEventKind(StrEnum):
     logout = "logout"
     session_ended = "session_ended"
     sessions_ended_by_superuser = "sessions_ended_by_superuser"
+    # mail: requests (the detail names the address) and uses of their tokens
+    email_verification_requested = "email_verification_requested"
+    email_verified = "email_verified"
+    password_reset_requested = "password_reset_requested"
+    password_reset = "password_reset"
+    mail_token_rejected = "mail_token_rejected"
     # the marketplace: who did it is the event's user; which offer, its detail
     offer_accepted = "offer_accepted"
     offer_cancelled = "offer_cancelled"

@@ -24,6 +24,7 @@ class SessionEndReason(StrEnum):
     password_change = "password_change"
     deactivation = "deactivation"
     session_limit = "session_limit"
+    password_reset = "password_reset"
 
 
 class SessionInDB(CoreModel):

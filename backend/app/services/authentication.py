@@ -199,18 +199,18 @@ class AuthService:
             ) from exc
 
 
-# A refresh token: 32 random bytes (256 bits) in unpadded base64url.
+# A refresh token, or the token in a mail: 32 random bytes (256 bits) in unpadded base64url.
 REFRESH_TOKEN_BYTES = 32
 REFRESH_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
-def new_refresh_token() -> str:
+def new_random_token() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(REFRESH_TOKEN_BYTES)).rstrip(b"=").decode()
 
 
-def refresh_token_hash(token: str) -> bytes | None:
-    """What the database keeps of a refresh token (SHA-256: the token is random, so a fast hash is
-    as good as a slow one), or None for a string no refresh token could be."""
+def random_token_hash(token: str) -> bytes | None:
+    """What the database keeps of a random token (SHA-256: the token is random, so a fast hash is
+    as good as a slow one), or None for a string no such token could be."""
     if not REFRESH_TOKEN_PATTERN.fullmatch(token):
         return None
     return hashlib.sha256(token.encode()).digest()

@@ -105,3 +105,38 @@ async def count_refresh(limits: RateLimitsRepository, *, address: str) -> Hit:
         maxima={REFRESH_ADDRESS: config.REFRESH_MAX_FAILURES_PER_ADDRESS},
         window_seconds=config.LOGIN_FAILURE_WINDOW_SECONDS,
     )
+
+
+VERIFICATION_USER = "verification:user"
+RESET_EMAIL = "reset:email"
+RESET_ADDRESS = "reset:address"
+MAIL_TOKEN_ADDRESS = "mail-token:address"
+
+
+async def count_verification_mail(limits: RateLimitsRepository, *, user_id: int) -> Hit:
+    return await count_attempt(
+        limits,
+        keys={VERIFICATION_USER: str(user_id)},
+        maxima={VERIFICATION_USER: config.VERIFICATION_MAX_PER_USER},
+        window_seconds=config.MAIL_LIMIT_WINDOW_SECONDS,
+    )
+
+
+async def count_reset_request(limits: RateLimitsRepository, *, email: str, address: str) -> Hit:
+    """Reset mails asked for, per email typed (an account's or not) and per client address."""
+    return await count_attempt(
+        limits,
+        keys={RESET_EMAIL: email.strip().lower()[:320], RESET_ADDRESS: address},
+        maxima={RESET_EMAIL: config.PASSWORD_RESET_MAX_PER_EMAIL, RESET_ADDRESS: config.PASSWORD_RESET_MAX_PER_ADDRESS},
+        window_seconds=config.MAIL_LIMIT_WINDOW_SECONDS,
+    )
+
+
+async def count_mail_token_use(limits: RateLimitsRepository, *, address: str) -> Hit:
+    """Tokens from mails that turn out invalid count per address like failed logins."""
+    return await count_attempt(
+        limits,
+        keys={MAIL_TOKEN_ADDRESS: address},
+        maxima={MAIL_TOKEN_ADDRESS: config.LOGIN_MAX_FAILURES_PER_ADDRESS},
+        window_seconds=config.LOGIN_FAILURE_WINDOW_SECONDS,
+    )

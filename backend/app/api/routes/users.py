@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Depends, Form, HTTPException, Path, Response, status
+from fastapi import APIRouter, Body, Depends, Form, HTTPException, Path, Request, Response, status
 
 from app.api.dependencies.auth import (
     NOT_ACTIVE,
@@ -23,13 +23,18 @@ from app.api.dependencies.throttling import (
     count_password_check,
     count_refresh,
     count_registration,
+    count_verification_mail,
     login_account_key,
     uncounted_if_busy,
 )
 from app.api.errors import error_responses
 from app.api.responses import model_response
+from app.api.routes.mail import wake_mail_sender
+from app.core import config
 from app.core.config import ACCESS_TOKEN_EXPIRE_MINUTES
 from app.db.errors import EmailAlreadyTakenError, UsernameAlreadyTakenError
+from app.db.repositories.outbox import MailKind, OutboxRepository
+from app.db.repositories.rate_limits import RateLimitsRepository
 from app.db.repositories.security_events import SecurityEventsRepository
 from app.db.repositories.sessions import RefreshOutcome, SessionsRepository
 from app.db.repositories.users import UsersRepository
@@ -71,11 +76,27 @@ CANNOT_DEACTIVATE_SELF = "Superusers cannot deactivate themselves."
 INVALID_REFRESH_TOKEN = "Invalid refresh token."
 REFRESH_TOKEN_REUSED = "This refresh token was used before, so its session has ended. Log in again."
 SESSION_NOT_FOUND = "No active session of yours has that id."
+EMAIL_NOT_VERIFIED = "Confirm your email address before you log in: a new link is on its way to it."
 
 
 def name_taken(exc: EmailAlreadyTakenError | UsernameAlreadyTakenError) -> HTTPException:
     detail = EMAIL_TAKEN if isinstance(exc, EmailAlreadyTakenError) else USERNAME_TAKEN
     return HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=detail)
+
+
+async def resend_verification(
+    request: Request, limits: RateLimitsRepository, outbox: OutboxRepository, user: UserInDB, client_address: str
+) -> None:
+    """A new verification mail for a user refused at login for want of one (unless they asked for
+    too many already: then the last ones are still on their way)."""
+    try:
+        await count_verification_mail(limits, user_id=user.id)
+    except Throttled:
+        return
+    await outbox.enqueue(
+        kind=MailKind.email_verification, recipient=user.email, user_id=user.id, client_address=client_address
+    )
+    wake_mail_sender(request)
 
 
 def tokens_for(user: AnyUser, session: SessionInDB, *, refresh_token: str | None = None) -> AccessToken:
@@ -111,6 +132,7 @@ def public(user: UserInDB, *, access_token: AccessToken | None = None) -> UserPu
     responses=error_responses(400, 413, 429, 503, e400=EMAIL_TAKEN),
 )
 async def register_new_user(
+    request: Request,
     new_user: Annotated[UserCreate, Body(embed=True)],
     user_repo: UsersRepo,
     limits: RateLimits,
@@ -128,6 +150,10 @@ async def register_new_user(
             created_user = await user_repo.register_new_user(new_user=new_user)
     except (EmailAlreadyTakenError, UsernameAlreadyTakenError) as exc:
         raise name_taken(exc) from exc
+    wake_mail_sender(request)  # the verification mail, enqueued with the user
+    if config.LOGIN_REQUIRES_VERIFIED_EMAIL:  # no session until the email is verified
+        await events.record(kind=Event.registration, user_id=created_user.id, client_address=client_address)
+        return created_user
     session, tokens = await start_session(sessions, created_user, client_address=client_address, user_agent=user_agent)
     await events.record(
         kind=Event.registration, user_id=created_user.id, client_address=client_address, detail=f"session {session.id}"
@@ -143,6 +169,7 @@ async def register_new_user(
     responses=error_responses(400, 401, 413, 429, 503, e401=LOGIN_FAILED),
 )
 async def user_login_with_email_and_password(
+    request: Request,
     user_repo: UsersRepo,
     limits: RateLimits,
     events: Events,
@@ -174,6 +201,9 @@ async def user_login_with_email_and_password(
     await limits.clear(bucket=LOGIN_ACCOUNT, key=login_account_key(username), hit=hit)
     if not user.is_active:
         raise unauthorized(NOT_ACTIVE)
+    if config.LOGIN_REQUIRES_VERIFIED_EMAIL and not user.email_verified:
+        await resend_verification(request, limits, OutboxRepository(user_repo.db), user, client_address)
+        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=EMAIL_NOT_VERIFIED)
     session, tokens = await start_session(sessions, user, client_address=client_address, user_agent=user_agent)
     await events.record(
         kind=Event.login_success, user_id=user.id, client_address=client_address, detail=f"session {session.id}"

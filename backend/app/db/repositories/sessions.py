@@ -11,7 +11,7 @@ from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
 from app.db.repositories.users import user_from_row, user_with_profile_columns
 from app.models.session import SessionEndReason, SessionInDB
 from app.models.user import UserInDB
-from app.services.authentication import new_refresh_token, open_successor, refresh_token_hash, seal_successor
+from app.services.authentication import new_random_token, open_successor, random_token_hash, seal_successor
 
 # A request marks its session as used at most this often: the idle timeout is exact to a minute,
 # and a busy session costs one write a minute, not one per request.
@@ -173,12 +173,12 @@ class SessionsRepository(BaseRepository):
         self, *, user_id: int, client_address: str | None, user_agent: str | None
     ) -> tuple[SessionInDB, str]:
         """A new session for the user, and its first refresh token (only its hash is stored)."""
-        refresh_token = new_refresh_token()
+        refresh_token = new_random_token()
         values = {
             "user_id": user_id,
             "client_address": client_address,
             "user_agent": _user_agent(user_agent),
-            "token_hash": refresh_token_hash(refresh_token),
+            "token_hash": random_token_hash(refresh_token),
         }
         record = await self.db.fetch_one(START_SESSION_QUERY, values)
         assert record is not None  # INSERT ... RETURNING
@@ -201,7 +201,7 @@ class SessionsRepository(BaseRepository):
     async def refresh(self, *, refresh_token: str) -> Refresh:
         """Use a refresh token: rotate it, repeat its successor within the grace window, or, if it
         was used before that, end its session."""
-        token_hash = refresh_token_hash(refresh_token)
+        token_hash = random_token_hash(refresh_token)
         if token_hash is None:
             return Refresh(RefreshOutcome.unknown)
         async with self.db.transaction():
@@ -226,13 +226,13 @@ class SessionsRepository(BaseRepository):
                 successor = await self._newest_successor(refresh_token, row["successor_sealed"])
                 outcome = RefreshOutcome.repeated
             else:
-                successor = new_refresh_token()
+                successor = new_random_token()
                 await self.db.execute(
                     ROTATE_REFRESH_TOKEN_QUERY,
                     {
                         "token_hash": token_hash,
                         "successor_sealed": seal_successor(token=refresh_token, successor=successor),
-                        "successor_hash": refresh_token_hash(successor),
+                        "successor_hash": random_token_hash(successor),
                         "session_id": session.id,
                     },
                 )
@@ -247,7 +247,7 @@ class SessionsRepository(BaseRepository):
         that one's successor, and so on. Runs under the session's lock, so the chain stands still."""
         successor = open_successor(token=token, sealed=sealed)
         for _ in range(MAX_SUCCESSORS_FOLLOWED):
-            record = await self.db.fetch_one(GET_SUCCESSOR_QUERY, {"token_hash": refresh_token_hash(successor)})
+            record = await self.db.fetch_one(GET_SUCCESSOR_QUERY, {"token_hash": random_token_hash(successor)})
             if record is None or record["successor_sealed"] is None:
                 break
             successor = open_successor(token=successor, sealed=record["successor_sealed"])

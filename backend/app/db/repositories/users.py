@@ -8,6 +8,7 @@ from databases.interfaces import Record
 
 from app.db.errors import EmailAlreadyTakenError, UsernameAlreadyTakenError
 from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
+from app.db.repositories.outbox import MailKind, OutboxRepository
 from app.db.repositories.profiles import PROFILE_COLUMNS, ProfilesRepository
 from app.models.profile import ProfileCreate, ProfilePublic
 from app.models.session import SessionEndReason
@@ -191,6 +192,7 @@ class UsersRepository(BaseRepository):
         self.auth_service = auth_service
         self.hashing = hashing_pool
         self.profiles_repo = ProfilesRepository(db)
+        self.outbox = OutboxRepository(db)
 
     async def _fetch_user(self, query: str, values: dict[str, object]) -> UserInDB | None:
         record = await self.db.fetch_one(query=query, values=values)
@@ -253,10 +255,11 @@ class UsersRepository(BaseRepository):
         )
         # ... and the unique indexes settle a race between two registrations of the same name.
         values = {"username": new_user.username, "email": new_user.email, **password_update.model_dump()}
-        async with self.db.transaction():
+        async with self.db.transaction():  # the user, their profile and the mail that verifies their email
             created = await self._write_user(REGISTER_NEW_USER_QUERY, values)
             assert created is not None  # INSERT ... RETURNING always returns the row
             profile = await self.profiles_repo.create_profile_for_user(profile_create=ProfileCreate(user_id=created.id))
+            await self.outbox.enqueue(kind=MailKind.email_verification, recipient=created.email, user_id=created.id)
         created.profile = named_profile(profile.model_dump(), created)
         return UserPublic.from_user(created)
 
@@ -306,8 +309,11 @@ class UsersRepository(BaseRepository):
             username=username, populate=False
         ):
             raise UsernameAlreadyTakenError
-        updated = await self._write_user(UPDATE_USER_QUERY, {"id": user.id, "email": email, "username": username})
-        assert updated is not None  # the caller's own row
+        async with self.db.transaction():  # a new email and the mail that verifies it, or neither
+            updated = await self._write_user(UPDATE_USER_QUERY, {"id": user.id, "email": email, "username": username})
+            assert updated is not None  # the caller's own row
+            if email.lower() != user.email.lower():
+                await self.outbox.enqueue(kind=MailKind.email_verification, recipient=email, user_id=user.id)
         return updated
 
     async def update_password(

@@ -1,0 +1,228 @@
+"""The mail outbox and the tokens its messages carry. A message is enqueued in the transaction of
+what causes it; the sender claims, prepares and settles it here."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from app.core import config
+from app.db.repositories.base import BaseRepository, as_dict
+from app.services.authentication import new_random_token, random_token_hash
+
+
+class MailKind(StrEnum):
+    email_verification = "email_verification"
+    password_reset = "password_reset"
+
+
+TOKEN_MINUTES = {
+    MailKind.email_verification: config.EMAIL_VERIFICATION_TOKEN_MINUTES,
+    MailKind.password_reset: config.PASSWORD_RESET_TOKEN_MINUTES,
+}
+
+ENQUEUE_QUERY = """
+    INSERT INTO outbox_messages (kind, recipient, user_id, client_address)
+    VALUES (:kind, :recipient, :user_id, :client_address)
+    RETURNING id;
+"""
+
+# The oldest due message no other worker holds, held by this one for MAIL_CLAIM_SECONDS.
+CLAIM_QUERY = f"""
+    UPDATE outbox_messages
+    SET claimed_until = now() + make_interval(secs => {float(config.MAIL_CLAIM_SECONDS)}),
+        attempts = attempts + 1
+    WHERE id = (
+        SELECT id FROM outbox_messages
+        WHERE outcome IS NULL AND next_attempt_at <= now() AND (claimed_until IS NULL OR claimed_until < now())
+        ORDER BY next_attempt_at, id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, kind, recipient, user_id, created_at, attempts;
+"""
+
+ACCOUNT_COLUMNS = "id, username, email, email_verified, is_active, token_version"
+
+ACCOUNT_BY_ID_QUERY = f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE id = :user_id;"
+
+ACCOUNT_BY_EMAIL_QUERY = f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE lower(email) = lower(:email);"
+
+# A message sent again (its first send failed, or its worker died) carries a new token: the
+# one minted for the earlier try is replaced, since nobody may have received it.
+MINT_TOKEN_QUERY = """
+    INSERT INTO account_tokens (message_id, purpose, user_id, token_hash, email, token_version, expires_at)
+    VALUES (:message_id, :purpose, :user_id, :token_hash, :email, :token_version,
+            now() + make_interval(mins => :minutes))
+    ON CONFLICT (message_id) DO UPDATE
+    SET token_hash = EXCLUDED.token_hash, created_at = now(), expires_at = EXCLUDED.expires_at;
+"""
+
+FINISH_QUERY = """
+    UPDATE outbox_messages
+    SET outcome = :outcome, finished_at = now(), claimed_until = NULL, last_error = :error
+    WHERE id = :id;
+"""
+
+RETRY_QUERY = """
+    UPDATE outbox_messages
+    SET claimed_until = NULL, last_error = :error, next_attempt_at = now() + make_interval(secs => :delay)
+    WHERE id = :id;
+"""
+
+# A token's use: spent at most once, and only while it is valid and still bound to what it acts on.
+USE_VERIFICATION_TOKEN_QUERY = """
+    WITH spent AS (
+        UPDATE account_tokens SET used_at = now()
+        WHERE token_hash = :token_hash AND purpose = 'email_verification'
+          AND used_at IS NULL AND expires_at > now()
+        RETURNING user_id, email
+    )
+    UPDATE users u SET email_verified = true
+    FROM spent
+    WHERE u.id = spent.user_id AND u.email = spent.email AND u.is_active
+    RETURNING u.id, u.email;
+"""
+
+VALID_RESET_TOKEN_QUERY = """
+    SELECT t.user_id
+    FROM account_tokens t JOIN users u ON u.id = t.user_id
+    WHERE t.token_hash = :token_hash AND t.purpose = 'password_reset'
+      AND t.used_at IS NULL AND t.expires_at > now()
+      AND u.token_version = t.token_version AND u.is_active;
+"""
+
+# Spends the token and sets the password, or neither: bumping the token version refuses every
+# older access token (and every other reset token), and every session ends.
+USE_RESET_TOKEN_QUERY = """
+    WITH spent AS (
+        UPDATE account_tokens t SET used_at = now()
+        FROM users u
+        WHERE t.token_hash = :token_hash AND t.purpose = 'password_reset'
+          AND t.used_at IS NULL AND t.expires_at > now()
+          AND u.id = t.user_id AND u.token_version = t.token_version AND u.is_active
+        RETURNING t.user_id
+    ), changed AS (
+        UPDATE users SET password = :password, salt = :salt, token_version = token_version + 1
+        WHERE id = (SELECT user_id FROM spent)
+        RETURNING id
+    ), sessions_ended AS (
+        UPDATE sessions SET ended_at = now(), end_reason = 'password_reset'
+        WHERE user_id = (SELECT id FROM changed) AND ended_at IS NULL
+    )
+    SELECT id FROM changed;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    id: int
+    kind: MailKind
+    recipient: str
+    user_id: int | None
+    created_at: datetime
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class MailAccount:
+    """What a mail needs to know of its account."""
+
+    id: int
+    username: str
+    email: str
+    email_verified: bool
+    is_active: bool
+    token_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedMail:
+    """A message ready to send: to whom, for which account, with which token (never stored)."""
+
+    message: OutboxMessage
+    user: MailAccount
+    token: str
+
+
+class OutboxRepository(BaseRepository):
+    async def enqueue(
+        self, *, kind: MailKind, recipient: str, user_id: int | None, client_address: str | None = None
+    ) -> int:
+        """Store a message to send. Call it inside the transaction of what causes the message."""
+        values = {"kind": kind.value, "recipient": recipient, "user_id": user_id, "client_address": client_address}
+        return int(await self.db.fetch_val(ENQUEUE_QUERY, values))
+
+    async def claim_next(self) -> OutboxMessage | None:
+        record = await self.db.fetch_one(CLAIM_QUERY)
+        if record is None:
+            return None
+        row = dict(as_dict(record))
+        row["kind"] = MailKind(row["kind"])
+        return OutboxMessage(**row)
+
+    async def prepare(self, message: OutboxMessage) -> PreparedMail | None:
+        """The account a message is for and a new token for it; None when it should not be sent
+        any more (the account is gone or inactive, the email changed or is verified already)."""
+        user = await self._recipient_account(message)
+        if user is None:
+            return None
+        token = new_random_token()
+        verification = message.kind is MailKind.email_verification
+        await self.db.execute(
+            MINT_TOKEN_QUERY,
+            {
+                "message_id": message.id,
+                "purpose": message.kind.value,
+                "user_id": user.id,
+                "token_hash": random_token_hash(token),
+                "email": user.email if verification else None,
+                "token_version": None if verification else user.token_version,
+                "minutes": TOKEN_MINUTES[message.kind],
+            },
+        )
+        return PreparedMail(message=message, user=user, token=token)
+
+    async def _recipient_account(self, message: OutboxMessage) -> MailAccount | None:
+        if message.kind is MailKind.email_verification:
+            record = await self.db.fetch_one(ACCOUNT_BY_ID_QUERY, {"user_id": message.user_id})
+        else:  # a reset names an email, which may be no one's
+            record = await self.db.fetch_one(ACCOUNT_BY_EMAIL_QUERY, {"email": message.recipient})
+        user = MailAccount(**as_dict(record)) if record else None
+        if user is None or not user.is_active:
+            return None
+        if message.kind is MailKind.email_verification and (
+            user.email.lower() != message.recipient.lower() or user.email_verified
+        ):
+            return None
+        return user
+
+    async def finish(self, message_id: int, *, outcome: str, error: str | None = None) -> None:
+        await self.db.execute(FINISH_QUERY, {"id": message_id, "outcome": outcome, "error": error})
+
+    async def retry_later(self, message_id: int, *, delay: float, error: str) -> None:
+        await self.db.execute(RETRY_QUERY, {"id": message_id, "delay": delay, "error": error[:500]})
+
+    async def verify_email(self, *, token: str) -> tuple[int, str] | None:
+        """Spend a verification token: the user id and the email it verified, or None."""
+        token_hash = random_token_hash(token)
+        if token_hash is None:
+            return None
+        record = await self.db.fetch_one(USE_VERIFICATION_TOKEN_QUERY, {"token_hash": token_hash})
+        return (int(record["id"]), str(record["email"])) if record else None
+
+    async def reset_token_is_valid(self, *, token: str) -> bool:
+        token_hash = random_token_hash(token)
+        return (
+            token_hash is not None
+            and await self.db.fetch_one(VALID_RESET_TOKEN_QUERY, {"token_hash": token_hash}) is not None
+        )
+
+    async def reset_password(self, *, token: str, password: str, salt: str) -> int | None:
+        """Spend a reset token and set the new password: the user's id, or None."""
+        token_hash = random_token_hash(token)
+        if token_hash is None:
+            return None
+        values: dict[str, Any] = {"token_hash": token_hash, "password": password, "salt": salt}
+        user_id = await self.db.fetch_val(USE_RESET_TOKEN_QUERY, values)
+        return int(user_id) if user_id is not None else None
