@@ -113,6 +113,23 @@ def bench(args: argparse.Namespace) -> int:
     return subprocess.run([str(python), "-m", "benchmarks.run", *args.extra], cwd=BACKEND_DIR).returncode
 
 
+def mail(args: argparse.Namespace) -> int:
+    """Show the newest message of the local outbox (where mail goes while no SMTP server is set)."""
+    outbox = Path(os.environ.get("MAIL_OUTBOX_DIR") or BACKEND_DIR / ".outbox")
+    messages = sorted(outbox.glob("*.eml")) if outbox.is_dir() else []
+    if not messages:
+        say(f"no mail in {outbox} yet (registering a user sends one)")
+        return 1
+    if args.list:
+        for message in messages:
+            print(message)
+        return 0
+    newest = messages[-1]
+    say(f"{newest} (the newest of {len(messages)})")
+    print(newest.read_text(encoding="utf-8", errors="replace"))
+    return 0
+
+
 def lint(args: argparse.Namespace) -> int:
     python = ensure_virtualenv()
     checks = [
@@ -154,6 +171,10 @@ def main() -> int:
         "bench", help="the benchmark: throughput and latency against in-run anchors (needs wrk)", add_help=False
     )
     bench_parser.set_defaults(handler=bench)
+
+    mail_parser = commands.add_parser("mail", help="show the newest mail of the local outbox (no SMTP server set)")
+    mail_parser.add_argument("--list", action="store_true", help="list every message instead, oldest first")
+    mail_parser.set_defaults(handler=mail)
 
     lint_parser = commands.add_parser("lint", help="ruff (lint and format) and mypy (strict) over the code")
     lint_parser.set_defaults(handler=lint)

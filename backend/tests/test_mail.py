@@ -3,10 +3,15 @@
 """
 
 import asyncio
+import email
+import email.policy
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -16,7 +21,7 @@ from databases import Database
 from fastapi import FastAPI, status
 from httpx import AsyncClient, Response
 
-from app.core.config import PASSWORD_RESET_MAX_PER_EMAIL, PUBLIC_APP_URL, VERIFICATION_MAX_PER_USER
+from app.core.config import BACKEND_DIR, PASSWORD_RESET_MAX_PER_EMAIL, PUBLIC_APP_URL, VERIFICATION_MAX_PER_USER
 from app.models.user import UserPublic
 from scripts.live_server import ServerProcess, live_server
 from scripts.ports import free_port
@@ -346,3 +351,58 @@ class TestSenders:
                 assert len(await mailbox.wait_for(f"crowd{n}@example.com")) == 1
             await asyncio.sleep(1)
         assert [len(mailbox.to(f"crowd{n}@example.com")) for n in range(20)] == [1] * 20
+
+
+class TestWithoutSmtp:
+    async def test_mail_is_written_to_the_local_outbox_and_manage_py_shows_it(
+        self, started_app: FastAPI, tmp_path: Path
+    ) -> None:
+        outbox, log = tmp_path / "outbox", tmp_path / "server.log"
+        env = {**os.environ, "SMTP_HOST": "", "MAIL_OUTBOX_DIR": str(outbox)}
+        async with started_app.state.mail_sender.paused():  # this process's sender would use SMTP
+            with log.open("wb") as output, live_server(TEST_DATABASE_URL, env=env, output=output) as base_url:
+                body = {"new_user": {"email": "local@example.com", "username": "local", "password": PASSWORD}}
+                assert httpx.post(f"{base_url}/api/users/", json=body).status_code == 201
+                for _ in range(100):
+                    if list(outbox.glob("*.eml")):
+                        break
+                    await asyncio.sleep(0.1)
+        [written] = outbox.glob("*.eml")
+        assert not list(outbox.glob("*.partial"))
+        message = email.message_from_bytes(written.read_bytes(), policy=email.policy.default)
+        assert isinstance(message, EmailMessage) and message["To"] == "local@example.com"
+        assert len(token_of(message, "/verify-email")) == 43
+        assert f"mail to local@example.com written to {written}" in log.read_text()
+
+        shown = subprocess.run(  # noqa: ASYNC221 (the app is paused no more; nothing waits on this loop)
+            [sys.executable, "manage.py", "mail"],
+            cwd=BACKEND_DIR,
+            env={**env, "PHRESH_ENV_FILE": os.devnull},
+            capture_output=True,
+            text=True,
+        )
+        assert shown.returncode == 0
+        assert "Subject: Confirm your email address for Phresh" in shown.stdout
+        assert str(written) in shown.stderr + shown.stdout
+
+
+class TestLoginRequiresVerifiedEmail:
+    async def test_an_unverified_account_is_told_to_verify_and_gets_a_new_link(self, mailbox: Mailbox) -> None:
+        with live_server(TEST_DATABASE_URL, env={"LOGIN_REQUIRES_VERIFIED_EMAIL": "1"}) as base_url:
+            body = {"new_user": {"email": "strict@example.com", "username": "strict", "password": PASSWORD}}
+            registered = httpx.post(f"{base_url}/api/users/", json=body)
+            assert registered.status_code == 201
+            assert registered.json()["access_token"] is None  # no session before the email is verified
+            form = {"username": "strict@example.com", "password": PASSWORD}
+            refused = httpx.post(f"{base_url}/api/users/login/token/", data=form)
+            assert refused.status_code == status.HTTP_403_FORBIDDEN
+            assert refused.json() == {
+                "detail": "Confirm your email address before you log in: a new link is on its way to it."
+            }
+            wrong = httpx.post(f"{base_url}/api/users/login/token/", data={**form, "password": "wrong-password"})
+            assert wrong.status_code == status.HTTP_401_UNAUTHORIZED  # only the right password learns that
+            messages = await mailbox.wait_for("strict@example.com", 2)
+            assert len(messages) == 2  # at registration, and at the refused login
+            token = token_of(messages[-1], "/verify-email")
+            assert httpx.post(f"{base_url}/api/users/verify-email/", json={"token": token}).status_code == 200
+            assert httpx.post(f"{base_url}/api/users/login/token/", data=form).status_code == status.HTTP_200_OK
