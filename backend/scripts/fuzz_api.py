@@ -20,8 +20,10 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 # A scratch server signs with a key of its own: a fresh checkout has no .env, and a developer's
@@ -47,6 +49,12 @@ SERVER_ENV = {
     "LOGIN_MAX_FAILURES_PER_ADDRESS": "100000",
     "REGISTER_MAX_PER_ADDRESS": "100000",
     "REFRESH_MAX_FAILURES_PER_ADDRESS": "100000",
+    "VERIFICATION_MAX_PER_USER": "100000",
+    "PASSWORD_RESET_MAX_PER_EMAIL": "100000",
+    "PASSWORD_RESET_MAX_PER_ADDRESS": "100000",
+    # Its mail goes nowhere a developer would read (no SMTP server: files in a scratch folder).
+    "SMTP_HOST": "",
+    "MAIL_OUTBOX_DIR": str(Path(tempfile.gettempdir()) / "phresh-fuzz-outbox"),
 }
 
 FUZZER_USERNAME = "fuzzer"

@@ -106,7 +106,7 @@ async def verify_email(
     name="users:request-password-reset",
     summary="Ask for a password reset",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=error_responses(413, 429, 503),
+    responses=error_responses(400, 413, 429, 503),
 )
 async def request_password_reset(
     request: Request,
