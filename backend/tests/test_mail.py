@@ -21,7 +21,13 @@ from databases import Database
 from fastapi import FastAPI, status
 from httpx import AsyncClient, Response
 
-from app.core.config import BACKEND_DIR, PASSWORD_RESET_MAX_PER_EMAIL, PUBLIC_APP_URL, VERIFICATION_MAX_PER_USER
+from app.core.config import (
+    BACKEND_DIR,
+    LOGIN_MAX_FAILURES_PER_ADDRESS,
+    PASSWORD_RESET_MAX_PER_EMAIL,
+    PUBLIC_APP_URL,
+    VERIFICATION_MAX_PER_USER,
+)
 from app.models.user import UserPublic
 from scripts.live_server import ServerProcess, live_server
 from scripts.ports import free_port
@@ -406,3 +412,43 @@ class TestLoginRequiresVerifiedEmail:
             token = token_of(messages[-1], "/verify-email")
             assert httpx.post(f"{base_url}/api/users/verify-email/", json={"token": token}).status_code == 200
             assert httpx.post(f"{base_url}/api/users/login/token/", data=form).status_code == status.HTTP_200_OK
+
+
+class RefusingMailbox(Mailbox):
+    """A mail server that refuses every recipient for good (550)."""
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        return "550 No such mailbox here"
+
+
+class TestRefusals:
+    async def test_a_permanent_refusal_is_recorded_not_retried(
+        self, app: FastAPI, started_app: FastAPI, client: AsyncClient, db: Database
+    ) -> None:
+        refusing = RefusingMailbox(free_port())
+        refusing.start()
+        env = {**os.environ, "SMTP_PORT": str(refusing.port)}
+        try:
+            async with started_app.state.mail_sender.paused():
+                with live_server(TEST_DATABASE_URL, env=env) as base_url:
+                    body = {"new_user": {"email": "bounce@example.com", "username": "bounce", "password": PASSWORD}}
+                    assert httpx.post(f"{base_url}/api/users/", json=body).status_code == 201
+                    for _ in range(100):
+                        row = await db.fetch_one("SELECT outcome, attempts, last_error FROM outbox_messages")
+                        if row is not None and row["outcome"]:
+                            break
+                        await asyncio.sleep(0.1)
+        finally:
+            refusing.stop()
+        assert row is not None
+        assert (row["outcome"], row["attempts"]) == ("failed", 1)
+        assert "550" in row["last_error"]
+
+    async def test_invalid_tokens_are_limited_per_address(
+        self, app: FastAPI, client_from: Callable[[str], AsyncClient]
+    ) -> None:
+        guesser = client_from("203.0.113.50")
+        codes = [(await verify(app, guesser, "C" * 43)).status_code for _ in range(LOGIN_MAX_FAILURES_PER_ADDRESS)]
+        assert codes == [400] * LOGIN_MAX_FAILURES_PER_ADDRESS
+        assert (await reset(app, guesser, "C" * 43, "a-new-password")).status_code == 429
+        assert (await verify(app, client_from("203.0.113.51"), "C" * 43)).status_code == 400
