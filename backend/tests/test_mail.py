@@ -326,7 +326,7 @@ class TestSenders:
             await self.kill_a_sender_mid_way(blocking_mailbox)
 
     async def kill_a_sender_mid_way(self, blocking_mailbox: BlockingMailbox) -> None:
-        env = {**os.environ, "SMTP_PORT": str(blocking_mailbox.port), "MAIL_CLAIM_SECONDS": "3"}
+        env = {"SMTP_PORT": str(blocking_mailbox.port), "MAIL_CLAIM_SECONDS": "3"}  # on top of this process's
         emails = [f"killed{n}@example.com" for n in range(3)]
         server = ServerProcess(TEST_DATABASE_URL, env=env)
         base_url = server.start()
@@ -364,7 +364,7 @@ class TestWithoutSmtp:
         self, started_app: FastAPI, tmp_path: Path
     ) -> None:
         outbox, log = tmp_path / "outbox", tmp_path / "server.log"
-        env = {**os.environ, "SMTP_HOST": "", "MAIL_OUTBOX_DIR": str(outbox)}
+        env = {"SMTP_HOST": "", "MAIL_OUTBOX_DIR": str(outbox)}
         async with started_app.state.mail_sender.paused():  # this process's sender would use SMTP
             with log.open("wb") as output, live_server(TEST_DATABASE_URL, env=env, output=output) as base_url:
                 body = {"new_user": {"email": "local@example.com", "username": "local", "password": PASSWORD}}
@@ -383,7 +383,7 @@ class TestWithoutSmtp:
         shown = subprocess.run(  # noqa: ASYNC221 (the app is paused no more; nothing waits on this loop)
             [sys.executable, "manage.py", "mail"],
             cwd=BACKEND_DIR,
-            env={**env, "PHRESH_ENV_FILE": os.devnull},
+            env={**os.environ, **env, "PHRESH_ENV_FILE": os.devnull},
             capture_output=True,
             text=True,
         )
@@ -427,7 +427,7 @@ class TestRefusals:
     ) -> None:
         refusing = RefusingMailbox(free_port())
         refusing.start()
-        env = {**os.environ, "SMTP_PORT": str(refusing.port)}
+        env = {"SMTP_PORT": str(refusing.port)}
         try:
             async with started_app.state.mail_sender.paused():
                 with live_server(TEST_DATABASE_URL, env=env) as base_url:
