@@ -13,6 +13,9 @@ package) whose data lives in backend/.pgdata.
 """
 
 import argparse
+import email
+import email.message
+import email.policy
 import hashlib
 import os
 import secrets
@@ -126,7 +129,12 @@ def mail(args: argparse.Namespace) -> int:
         return 0
     newest = messages[-1]
     say(f"{newest} (the newest of {len(messages)})")
-    print(newest.read_text(encoding="utf-8", errors="replace"))
+    message = email.message_from_bytes(newest.read_bytes(), policy=email.policy.default)
+    for header in ("From", "To", "Subject", "Date"):
+        print(f"{header}: {message[header]}")
+    body = message.get_body(preferencelist=("plain",)) if isinstance(message, email.message.EmailMessage) else None
+    print()
+    print(body.get_content() if body is not None else message.get_payload())
     return 0
 
 

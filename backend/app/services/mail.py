@@ -70,7 +70,8 @@ def compose(mail: PreparedMail) -> EmailMessage:
     email["Date"] = format_datetime(datetime.now(UTC))
     email["Message-ID"] = f"<outbox-{message.id}.{int(message.created_at.timestamp())}@phresh.io>"
     email["X-Phresh-Kind"] = message.kind.value
-    email.set_content(text)
+    # Plain 7-bit when it can be (usernames are ASCII; an address may not be): readable as it is stored.
+    email.set_content(text, cte="7bit" if text.isascii() else "quoted-printable")
     return email
 
 
