@@ -8,7 +8,7 @@ from uuid import UUID
 
 from app.core import config
 from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
-from app.db.repositories.users import user_from_row, user_with_profile_columns
+from app.db.repositories.users import UsersRepository, user_from_row, user_with_profile_columns
 from app.models.session import SessionEndReason, SessionInDB
 from app.models.user import UserInDB
 from app.services.authentication import new_random_token, open_successor, random_token_hash, seal_successor
@@ -105,12 +105,6 @@ GET_SUCCESSOR_QUERY = """
 # A client refreshes once an hour; a chain spent faster than this within a grace window is a loop.
 MAX_SUCCESSORS_FOLLOWED = 16
 
-GET_USER_QUERY = f"""
-    SELECT {user_with_profile_columns()}
-    FROM users u LEFT JOIN profiles p ON p.user_id = u.id
-    WHERE u.id = :user_id;
-"""
-
 END_SESSION_QUERY = """
     UPDATE sessions SET ended_at = now(), end_reason = :reason
     WHERE id = :session_id AND user_id = :user_id AND ended_at IS NULL
@@ -118,14 +112,14 @@ END_SESSION_QUERY = """
 """
 
 # All the user's sessions that are alive, or all but one.
-END_SESSIONS_QUERY = """
+END_SESSIONS_QUERY = f"""
     WITH ended AS (
         UPDATE sessions SET ended_at = now(), end_reason = :reason
         WHERE user_id = :user_id AND ended_at IS NULL AND id IS DISTINCT FROM CAST(:except_id AS uuid)
         RETURNING expires_at, last_used_at
     )
-    SELECT count(*) FILTER (WHERE expires_at > now() AND last_used_at > now() - {idle}) FROM ended;
-""".replace("{idle}", IDLE)
+    SELECT count(*) FILTER (WHERE expires_at > now() AND last_used_at > now() - {IDLE}) FROM ended;
+"""
 
 GET_LIVE_SESSION_QUERY = f"""
     SELECT {SESSION_COLUMNS}
@@ -237,8 +231,7 @@ class SessionsRepository(BaseRepository):
                     },
                 )
                 outcome = RefreshOutcome.rotated
-            user_record = await self.db.fetch_one(GET_USER_QUERY, {"user_id": session.user_id})
-        user = user_from_row(as_dict(user_record)) if user_record else None
+            user = await UsersRepository(self.db).get_user_by_id(user_id=session.user_id, populate=False)
         return Refresh(outcome, session, user, successor)
 
     async def _newest_successor(self, token: str, sealed: bytes) -> str:
