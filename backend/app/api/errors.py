@@ -5,13 +5,14 @@ from typing import Any
 from fastapi import Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
 from app.models.core import CoreModel
 
 DATABASE_UNAVAILABLE = "The database is unavailable right now. Try again shortly."
 HASHING_BUSY = "The server is busy checking passwords. Try again in a moment."
+CLIENT_CLOSED_REQUEST = 499
 
 
 async def request_validation_exception_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -57,12 +58,20 @@ async def database_unavailable_handler(request: Request, exc: Exception) -> JSON
 
 
 async def hashing_busy_handler(request: Request, exc: Exception) -> JSONResponse:
-    """Every hashing thread is busy and the queue is full: come back in a moment (503)."""
+    """No place in the hashing pool came free within HASH_WAIT_SECONDS: come back in a moment (503)."""
     return JSONResponse(
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         content={"detail": HASHING_BUSY},
         headers={"Retry-After": "1"},
     )
+
+
+async def client_gone_handler(request: Request, exc: Exception) -> Response:
+    """The client closed its connection before its password was checked: nobody reads this answer.
+
+    499, as nginx logs such requests; the server drops it with the connection.
+    """
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 class ErrorMessage(CoreModel):

@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from app.api.errors import (
+    client_gone_handler,
     database_unavailable_handler,
     hashing_busy_handler,
     method_not_allowed_handler,
@@ -24,7 +25,7 @@ from app.db import tasks
 from app.db.embedded import release_embedded_database
 from app.db.errors import DATABASE_UNAVAILABLE_ERRORS
 from app.db.repositories.rate_limits import RateLimitsRepository
-from app.services.hashing import HashingBusyError
+from app.services.hashing import ClientGoneError, HashingBusyError
 from app.services.mail import MailSender
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ def get_application(*, database_url: DatabaseURL | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, request_validation_exception_handler)
     app.add_exception_handler(405, method_not_allowed_handler)
     app.add_exception_handler(HashingBusyError, hashing_busy_handler)
+    app.add_exception_handler(ClientGoneError, client_gone_handler)
     for error in DATABASE_UNAVAILABLE_ERRORS:
         app.add_exception_handler(error, database_unavailable_handler)
     app.include_router(api_router, prefix=config.API_PREFIX)

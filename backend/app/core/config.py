@@ -137,10 +137,12 @@ MAIL_POLL_SECONDS = config("MAIL_POLL_SECONDS", cast=float, default=1.0)
 MAX_REQUEST_BODY_BYTES = config("MAX_REQUEST_BODY_BYTES", cast=int, default=1024 * 1024)
 
 # Password hashing runs in a pool of threads (bcrypt releases the GIL), off the event loop. At most
-# HASH_QUEUE_SIZE more jobs wait for a thread; past that, register/login/password change answer
-# 503 at once instead of queueing without limit.
+# HASH_QUEUE_SIZE more jobs wait for a thread. A request that finds them all taken waits in line up
+# to HASH_WAIT_SECONDS for a place, then register/login/password change answer 503. So an answered
+# request waits at most HASH_WAIT_SECONDS + (1 + HASH_QUEUE_SIZE / HASH_POOL_SIZE) hashes.
 HASH_POOL_SIZE = config("HASH_POOL_SIZE", cast=int, default=os.cpu_count() or 1)
-HASH_QUEUE_SIZE = config("HASH_QUEUE_SIZE", cast=int, default=4 * HASH_POOL_SIZE)
+HASH_QUEUE_SIZE = config("HASH_QUEUE_SIZE", cast=int, default=HASH_POOL_SIZE)
+HASH_WAIT_SECONDS = config("HASH_WAIT_SECONDS", cast=float, default=1.0)
 
 # Connections each worker process keeps to PostgreSQL. Size workers x DB_POOL_MAX_SIZE below the
 # server's max_connections. Behind PgBouncer in transaction mode, set DB_STATEMENT_CACHE_SIZE=0.

@@ -3,24 +3,49 @@
 bcrypt is slow on purpose (about 0.2 s of CPU at cost 12). Run inside `async def` it would freeze
 every other request for that long; run in an unbounded thread pool, a burst of registrations
 queues without limit and every caller waits for all of it. Here hashing gets its own threads
-(bcrypt releases the GIL, so N threads use N cores) and a queue of fixed length: when it is
-full, the caller is told at once (HashingBusyError, answered 503 with Retry-After).
+(bcrypt releases the GIL, so N threads use N cores) and a fixed number of places: the jobs
+running plus those queued for a thread.
+
+Overload is handled so that it cannot collapse into refusals:
+
+- A request that finds every place taken waits in line for one, up to `wait_seconds`, and is
+  refused (HashingBusyError, answered 503 with Retry-After) only then. A refusal answered at once
+  is resent at once by an impatient client: thousands of them a second kept the event loop busy
+  enough to starve the hashing threads, so the places stayed taken and the refusals went on. A
+  refusal that takes a second costs no CPU while it waits.
+- The line is served in order, and the places behind it are few (a thread's job and one queued
+  for each thread by default): an answered request waits at most `wait_seconds` in line plus two
+  hashes, whatever the flood in front of the door.
+- The job of a client that has gone away is dropped, if it has not started, and so is its place
+  in line: a closed connection frees its place at once rather than after a hash nobody will read.
 """
 
 import asyncio
 import contextlib
+import contextvars
 import functools
+import logging
 import os
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+logger = logging.getLogger(__name__)
+
+# More waiting requests than this (per worker) are refused at once: a bound on what a flood holds.
+MAX_WAITING = 1000
+
 
 class HashingBusyError(Exception):
-    """Every hashing thread is busy and the queue is full: try again in a moment."""
+    """No place in the hashing pool came free in time: try again in a moment."""
+
+
+class ClientGoneError(Exception):
+    """The client closed its connection before its hashing job started; the job was dropped."""
 
 
 def _lower_thread_priority(niceness: int) -> None:
@@ -30,11 +55,32 @@ def _lower_thread_priority(niceness: int) -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
 
 
+class _Place:
+    """A place held by one request: its jobs run one after another in it."""
+
+    def __init__(self) -> None:
+        self.gone = False
+        self.waiter: asyncio.Future[None] | None = None  # while waiting for the place
+        self.job: Future[Any] | None = None  # while a job is queued or running
+
+    def client_gone(self) -> None:
+        self.gone = True
+        if self.waiter is not None:
+            self.waiter.cancel()
+        if self.job is not None:
+            self.job.cancel()  # only succeeds while the job waits for a thread
+
+
+_current_place: contextvars.ContextVar[_Place | None] = contextvars.ContextVar("hashing_place", default=None)
+
+
 class HashingPool:
-    def __init__(self, *, size: int, queue_size: int, niceness: int = 10) -> None:
+    def __init__(self, *, size: int, queue_size: int, wait_seconds: float = 1.0, niceness: int = 10) -> None:
         self.size = size
-        self.capacity = size + queue_size  # running + waiting
-        self.pending = 0  # touched only from the event loop's thread, so no lock is needed
+        self.capacity = size + queue_size  # running + queued for a thread
+        self.wait_seconds = wait_seconds
+        self.pending = 0  # places taken; touched only from the event loop's thread, so no lock is needed
+        self._waiting: deque[asyncio.Future[None]] = deque()  # in order of arrival
         self._executor = ThreadPoolExecutor(
             max_workers=size,
             thread_name_prefix="hashing",
@@ -42,16 +88,105 @@ class HashingPool:
             initargs=(niceness,),
         )
 
-    def ensure_capacity(self) -> None:
-        """Refuse at once, before any other work, when a hashing job could not even be queued."""
-        if self.pending >= self.capacity:
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    async def _take(self, current: _Place) -> None:
+        """A place, at once if one is free, else the first to come free within `wait_seconds`."""
+        if self.pending < self.capacity:  # then nobody waits: a freed place goes to a waiter first
+            self.pending += 1
+            return
+        if len(self._waiting) >= MAX_WAITING:
             raise HashingBusyError
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiting.append(waiter)
+        current.waiter = waiter
+        timer = loop.call_later(self.wait_seconds, self._expire, waiter)
+        try:
+            await waiter  # the place is handed over by _give_back: `pending` already counts it
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._give_back()  # handed over as this request was being cancelled
+            raise
+        finally:
+            current.waiter = None
+            timer.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(waiter)
+
+    def _expire(self, waiter: asyncio.Future[None]) -> None:
+        if not waiter.done():
+            waiter.set_exception(HashingBusyError())
+
+    def _give_back(self) -> None:
+        """Hand the place to the first request still waiting in line, or free it."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.pending -= 1
+
+    @contextlib.asynccontextmanager
+    async def place(self, client_gone: Callable[[], Awaitable[object]] | None = None) -> AsyncIterator[None]:
+        """Hold one place for the block: every `run` inside it uses that place.
+
+        Taken before any other work of a request, so that a refusal costs nothing else.
+        `client_gone`, when given, is awaited alongside: when it returns (the client closed its
+        connection), a wait for a place or a queued job stops with ClientGoneError.
+        """
+        if _current_place.get() is not None:  # nested: the outer block's place serves
+            yield
+            return
+        current = _Place()
+        watcher = None
+        if client_gone is not None:
+
+            async def watch() -> None:
+                await client_gone()
+                current.client_gone()
+
+            watcher = asyncio.create_task(watch())
+        try:
+            try:
+                await self._take(current)
+            except asyncio.CancelledError:
+                if _dropped(current):
+                    raise ClientGoneError from None
+                raise
+            token = _current_place.set(current)
+            try:
+                yield
+            finally:
+                _current_place.reset(token)
+                self._give_back()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
 
     async def run(self, function: Callable[..., T], /, **kwargs: Any) -> T:
-        self.ensure_capacity()
-        self.pending += 1
+        """Run `function(**kwargs)` in a hashing thread, in the caller's place (or a new one)."""
+        current = _current_place.get()
+        if current is None:
+            async with self.place():
+                return await self.run(function, **kwargs)
+        if current.gone:
+            raise ClientGoneError
+        current.job = self._executor.submit(functools.partial(function, **kwargs))
         try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, functools.partial(function, **kwargs))
+            return await asyncio.wrap_future(current.job)
+        except asyncio.CancelledError:
+            if _dropped(current):
+                logger.debug("a hashing job was dropped: its client went away")
+                raise ClientGoneError from None
+            raise
         finally:
-            self.pending -= 1
+            current.job = None
+
+
+def _dropped(current: _Place) -> bool:
+    """Whether a CancelledError came from the client going away, rather than the task being cancelled."""
+    task = asyncio.current_task()
+    return current.gone and task is not None and task.cancelling() == 0

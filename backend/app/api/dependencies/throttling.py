@@ -9,7 +9,7 @@ from fastapi import Depends, HTTPException, status
 from app.api.dependencies.database import get_repository
 from app.core import config
 from app.db.repositories.rate_limits import Hit, RateLimitsRepository
-from app.services.hashing import HashingBusyError
+from app.services.hashing import ClientGoneError
 
 LOGIN_ACCOUNT = "login:account"
 LOGIN_ADDRESS = "login:address"
@@ -85,11 +85,11 @@ async def count_password_check(limits: RateLimitsRepository, *, user_id: int) ->
 
 
 @asynccontextmanager
-async def uncounted_if_busy(limits: RateLimitsRepository, hit: Hit) -> AsyncIterator[None]:
-    """An attempt turned away because hashing is saturated (503) was never tried: take it back."""
+async def uncounted_if_untried(limits: RateLimitsRepository, hit: Hit) -> AsyncIterator[None]:
+    """An attempt whose client went away before its password was checked was never tried: take it back."""
     try:
         yield
-    except HashingBusyError:
+    except ClientGoneError:
         await limits.forget_hit(hit=hit)
         raise
 

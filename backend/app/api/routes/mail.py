@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 
 from app.api.dependencies.auth import CurrentUser
-from app.api.dependencies.client import ClientAddress
+from app.api.dependencies.client import ClientAddress, hashing_place
 from app.api.dependencies.database import get_repository
 from app.api.dependencies.throttling import (
     RateLimits,
@@ -138,6 +138,7 @@ async def request_password_reset(
     responses=error_responses(400, 413, 429, 503, e400=INVALID_LINK),
 )
 async def reset_password(
+    request: Request,
     reset: PasswordReset,
     outbox: Outbox,
     limits: RateLimits,
@@ -147,15 +148,15 @@ async def reset_password(
     """Take the token of a reset link and a new password (the rules of registration). The token
     works once, for an hour, and only while the password is the one it was sent for; using it
     ends every session and refuses every access token issued before."""
-    hashing_pool.ensure_capacity()
-    hit = await count_mail_token_use(limits, address=client_address)
-    if not await outbox.reset_token_is_valid(token=reset.token):
-        await events.record(kind=Event.mail_token_rejected, client_address=client_address, detail="password reset")
-        raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=INVALID_LINK)
-    await limits.forget_hit(hit=hit)
-    password_update = await hashing_pool.run(
-        auth_service.create_salt_and_hashed_password, plaintext_password=reset.new_password
-    )
+    async with hashing_place(request):
+        hit = await count_mail_token_use(limits, address=client_address)
+        if not await outbox.reset_token_is_valid(token=reset.token):
+            await events.record(kind=Event.mail_token_rejected, client_address=client_address, detail="password reset")
+            raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=INVALID_LINK)
+        await limits.forget_hit(hit=hit)
+        password_update = await hashing_pool.run(
+            auth_service.create_salt_and_hashed_password, plaintext_password=reset.new_password
+        )
     user_id = await outbox.reset_password(
         token=reset.token, password=password_update.password, salt=password_update.salt
     )

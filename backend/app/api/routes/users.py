@@ -12,7 +12,7 @@ from app.api.dependencies.auth import (
     CurrentUser,
     unauthorized,
 )
-from app.api.dependencies.client import ClientAddress, UserAgent
+from app.api.dependencies.client import ClientAddress, UserAgent, hashing_place
 from app.api.dependencies.database import get_repository
 from app.api.dependencies.paging import Limit, Offset
 from app.api.dependencies.throttling import (
@@ -25,7 +25,7 @@ from app.api.dependencies.throttling import (
     count_registration,
     count_verification_mail,
     login_account_key,
-    uncounted_if_busy,
+    uncounted_if_untried,
 )
 from app.api.errors import error_responses
 from app.api.responses import model_response
@@ -143,13 +143,13 @@ async def register_new_user(
 ) -> UserPublic:
     """Register, and be logged in at once (a new session: an access token and a refresh token).
     Registrations are limited per client address."""
-    hashing_pool.ensure_capacity()
-    hit = await count_registration(limits, address=client_address)
-    try:
-        async with uncounted_if_busy(limits, hit):
-            created_user = await user_repo.register_new_user(new_user=new_user)
-    except (EmailAlreadyTakenError, UsernameAlreadyTakenError) as exc:
-        raise name_taken(exc) from exc
+    async with hashing_place(request):
+        hit = await count_registration(limits, address=client_address)
+        try:
+            async with uncounted_if_untried(limits, hit):
+                created_user = await user_repo.register_new_user(new_user=new_user)
+        except (EmailAlreadyTakenError, UsernameAlreadyTakenError) as exc:
+            raise name_taken(exc) from exc
     wake_mail_sender(request)  # the verification mail, enqueued with the user
     if config.LOGIN_REQUIRES_VERIFIED_EMAIL:  # no session until the email is verified
         await events.record(kind=Event.registration, user_id=created_user.id, client_address=client_address)
@@ -184,15 +184,15 @@ async def user_login_with_email_and_password(
     """Log in with email (or username) and password: a new session, with an access token and a
     refresh token. Failed logins are limited per account and per client address: past the limit
     the answer is 429 with Retry-After, whether or not the account exists."""
-    hashing_pool.ensure_capacity()
-    try:
-        hit = await count_login_attempt(limits, login=username, address=client_address)
-    except Throttled:
-        named = await user_repo.get_user_by_login(login=username)
-        await events.record(kind=Event.lockout, user_id=named.id if named else None, client_address=client_address)
-        raise
-    async with uncounted_if_busy(limits, hit):
-        user, verified = await user_repo.check_credentials(login=username, password=password)
+    async with hashing_place(request):
+        try:
+            hit = await count_login_attempt(limits, login=username, address=client_address)
+        except Throttled:
+            named = await user_repo.get_user_by_login(login=username)
+            await events.record(kind=Event.lockout, user_id=named.id if named else None, client_address=client_address)
+            raise
+        async with uncounted_if_untried(limits, hit):
+            user, verified = await user_repo.check_credentials(login=username, password=password)
     if user is None or not verified:
         user_id = user.id if user else None
         await events.record(kind=Event.login_failure, user_id=user_id, client_address=client_address)
@@ -251,6 +251,7 @@ async def update_current_user(
     responses=error_responses(400, 401, 413, 429, 503, e400=WRONG_CURRENT_PASSWORD),
 )
 async def change_password(
+    request: Request,
     password_change: Annotated[UserPasswordChange, Body(embed=True)],
     current_user: CurrentUser,
     session_id: CurrentSessionId,
@@ -263,23 +264,23 @@ async def change_password(
     """Change the caller's password. Every other session ends, and every access token issued
     before is refused; the answer carries a new one for this session (whose refresh token stays
     as it was)."""
-    hashing_pool.ensure_capacity()
-    hit = await count_password_check(limits, user_id=current_user.id)
-    async with uncounted_if_busy(limits, hit):
-        verified = await hashing_pool.run(
-            auth_service.verify_password,
-            password=password_change.current_password,
-            salt=current_user.salt,
-            hashed_pw=current_user.password,
+    async with hashing_place(request):
+        hit = await count_password_check(limits, user_id=current_user.id)
+        async with uncounted_if_untried(limits, hit):
+            verified = await hashing_pool.run(
+                auth_service.verify_password,
+                password=password_change.current_password,
+                salt=current_user.salt,
+                hashed_pw=current_user.password,
+            )
+        if not verified:
+            raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=WRONG_CURRENT_PASSWORD)
+        await limits.forget_hit(hit=hit)
+        if password_change.new_password == password_change.current_password:
+            raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=SAME_PASSWORD)
+        password_update = await hashing_pool.run(
+            auth_service.create_salt_and_hashed_password, plaintext_password=password_change.new_password
         )
-    if not verified:
-        raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=WRONG_CURRENT_PASSWORD)
-    await limits.forget_hit(hit=hit)
-    if password_change.new_password == password_change.current_password:
-        raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=SAME_PASSWORD)
-    password_update = await hashing_pool.run(
-        auth_service.create_salt_and_hashed_password, plaintext_password=password_change.new_password
-    )
     updated = await user_repo.update_password(
         user=current_user, password_update=password_update, keep_session=session_id
     )
