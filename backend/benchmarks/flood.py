@@ -88,9 +88,7 @@ async def seconds_to_log_in(http: httpx.AsyncClient, *, since: float) -> float:
             return time.perf_counter() - since
 
 
-async def measure_flood(
-    base_url: str, token: str, *, kind: str, seconds: float, floor_per_s: float
-) -> dict[str, Any]:
+async def measure_flood(base_url: str, token: str, *, kind: str, seconds: float, floor_per_s: float) -> dict[str, Any]:
     make_request = login_request if kind == "login" else register_request
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
         idle = await probe(http, token, until=time.perf_counter() + min(seconds, 5))
