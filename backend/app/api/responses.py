@@ -20,5 +20,8 @@ _LIST_ADAPTERS: dict[type[BaseModel], TypeAdapter[Any]] = {}
 
 
 def list_response(model_type: type[BaseModel], items: Sequence[BaseModel]) -> Response:
-    adapter = _LIST_ADAPTERS.setdefault(model_type, TypeAdapter(list[model_type]))  # type: ignore[valid-type]
+    adapter = _LIST_ADAPTERS.get(model_type)
+    if adapter is None:
+        # Built once per model: building a TypeAdapter costs more than serializing a page with it.
+        adapter = _LIST_ADAPTERS[model_type] = TypeAdapter(list[model_type])  # type: ignore[valid-type]
     return Response(content=adapter.dump_json(list(items)), media_type="application/json")

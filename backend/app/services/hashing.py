@@ -13,9 +13,11 @@ Overload is handled so that it cannot collapse into refusals:
   is resent at once by an impatient client: thousands of them a second kept the event loop busy
   enough to starve the hashing threads, so the places stayed taken and the refusals went on. A
   refusal that takes a second costs no CPU while it waits.
-- The line is served in order, and the places behind it are few (a thread's job and one queued
-  for each thread by default): an answered request waits at most `wait_seconds` in line plus two
-  hashes, whatever the flood in front of the door.
+- The places behind the line are few (a thread's job and one queued for each thread by default).
+  The line is served in order while the pool can serve all of it within `wait_seconds` (at the
+  pace of the last jobs). When it is longer, some of it will be refused whatever the order, and
+  the newest is served first (adaptive LIFO): an answered request then waits for little more than
+  two hashes, instead of its whole time in line plus them.
 - The job of a client that has gone away is dropped, if it has not started, and so is its place
   in line: a closed connection frees its place at once rather than after a hash nobody will read.
 """
@@ -27,6 +29,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -81,6 +84,7 @@ class HashingPool:
         self.wait_seconds = wait_seconds
         self.pending = 0  # places taken; touched only from the event loop's thread, so no lock is needed
         self._waiting: deque[asyncio.Future[None]] = deque()  # in order of arrival
+        self.job_seconds = 0.0  # a moving average of the last jobs' durations (0 until one has run)
         self._executor = ThreadPoolExecutor(
             max_workers=size,
             thread_name_prefix="hashing",
@@ -93,7 +97,7 @@ class HashingPool:
         return len(self._waiting)
 
     async def _take(self, current: _Place) -> None:
-        """A place, at once if one is free, else the first to come free within `wait_seconds`."""
+        """A place, at once if one is free, else one that comes free within `wait_seconds`."""
         if self.pending < self.capacity:  # then nobody waits: a freed place goes to a waiter first
             self.pending += 1
             return
@@ -121,9 +125,10 @@ class HashingPool:
             waiter.set_exception(HashingBusyError())
 
     def _give_back(self) -> None:
-        """Hand the place to the first request still waiting in line, or free it."""
+        """Hand the place to a request waiting in line (the oldest, or under overload the newest), or free it."""
+        servable = self.size * self.wait_seconds / self.job_seconds if self.job_seconds else float("inf")
         while self._waiting:
-            waiter = self._waiting.popleft()
+            waiter = self._waiting.pop() if len(self._waiting) > servable else self._waiting.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return
@@ -174,9 +179,12 @@ class HashingPool:
                 return await self.run(function, **kwargs)
         if current.gone:
             raise ClientGoneError
-        current.job = self._executor.submit(functools.partial(function, **kwargs))
+        current.job = self._executor.submit(_timed, functools.partial(function, **kwargs))
         try:
-            return await asyncio.wrap_future(current.job)
+            outcome: tuple[T, float] = await asyncio.wrap_future(current.job)
+            result, seconds = outcome
+            self.job_seconds = seconds if not self.job_seconds else 0.8 * self.job_seconds + 0.2 * seconds
+            return result
         except asyncio.CancelledError:
             if _dropped(current):
                 logger.debug("a hashing job was dropped: its client went away")
@@ -184,6 +192,11 @@ class HashingPool:
             raise
         finally:
             current.job = None
+
+
+def _timed(job: Callable[[], T]) -> tuple[T, float]:
+    started = time.perf_counter()
+    return job(), time.perf_counter() - started
 
 
 def _dropped(current: _Place) -> bool:
