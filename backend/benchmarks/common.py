@@ -39,13 +39,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def run_wrk(url: str, *, connections: int, seconds: float, token: str | None = None) -> Load:
-    """Drive GET `url` with wrk; its own CPU time comes from the kernel (wait4)."""
-    env = {**os.environ, **({"TOKEN": token} if token else {})}
+async def run_wrk(
+    url: str, *, connections: int, seconds: float, token: str | None = None, pace_ms: int | None = None
+) -> Load:
+    """Drive GET `url` with wrk; its own CPU time comes from the kernel (wait4).
+
+    With `pace_ms`, each connection waits that long after an answer before its next request.
+    """
+    env = {**os.environ, **({"TOKEN": token} if token else {}), **({"PACE_MS": str(pace_ms)} if pace_ms else {})}
     threads = max(1, min(2, connections))
+    script = "probe.lua" if pace_ms else "get.lua"
     process = await asyncio.create_subprocess_exec(
         "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--latency",
-        "-s", str(HERE / "get.lua"), url,
+        "-s", str(HERE / script), url,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -11,21 +11,24 @@ Figures, each against an anchor taken in the same run:
 - /me's p99 under the flood / its idle p99;
 - recovery: seconds from the flood's end to a successful login, against 2 s.
 
-The probe is paced rather than a closed loop: a client reading /me back to back would itself keep
-one of the two cores busy, and the goodput would measure it rather than the service.
+The probe is paced rather than a closed loop (wrk, one connection, 50 ms between an answer and the
+next request): a client reading /me back to back would itself keep one of the two cores busy, and
+the goodput would measure it rather than the service.
 """
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
-from benchmarks.common import percentile, register_request
+from benchmarks.common import Load, percentile, register_request, run_wrk
 
 CONNECTIONS = 64
-PROBE_EVERY_SECONDS = 0.05  # /me twenty times a second
+PROBE_PACE_MS = 50  # /me about twenty times a second
 
 TARGETS = {
     "login_flood_goodput_vs_floor": (">=", 0.8),
@@ -44,39 +47,53 @@ def login_request(_: str) -> Request:
     return "POST", "/api/users/login/token/", {"data": {"username": "bencher", "password": "benchmark-pass"}}
 
 
-async def probe(http: httpx.AsyncClient, token: str, *, until: float) -> list[float]:
-    """GET /me every PROBE_EVERY_SECONDS (or as soon as the last one is answered, if later)."""
-    latencies = []
-    headers = {"Authorization": f"Bearer {token}"}
-    next_at = time.perf_counter()
-    while next_at < until:
-        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-        started = time.perf_counter()
-        res = await http.get("/api/users/me/", headers=headers)
-        res.raise_for_status()
-        latencies.append(time.perf_counter() - started)
-        next_at = max(next_at + PROBE_EVERY_SECONDS, time.perf_counter())
-    return latencies
+async def probe(base_url: str, token: str, *, seconds: float) -> Load:
+    """GET /me, one request every PROBE_PACE_MS after the last answer, from a wrk of its own
+    (a separate process: the flood's generator keeps its own event loop busy)."""
+    return await run_wrk(
+        f"{base_url}/api/users/me/", connections=1, seconds=seconds, token=token, pace_ms=PROBE_PACE_MS
+    )
+
+
+def encoded(method: str, path: str, kwargs: dict[str, Any]) -> bytes:
+    """The request as bytes on the wire (HTTP/1.1, keep-alive)."""
+    if "json" in kwargs:
+        body, content_type = json.dumps(kwargs["json"]).encode(), "application/json"
+    else:
+        body, content_type = urlencode(kwargs["data"]).encode(), "application/x-www-form-urlencoded"
+    head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: {content_type}\r\n"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 
 async def flood(
     base_url: str, *, make_request: Callable[[str], Request], prefix: str, until: float
 ) -> dict[int, list[float]]:
-    """CONNECTIONS clients, each resending as soon as it is answered, until `until`; latencies by status."""
-    latencies: dict[int, list[float]] = {}
-    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as http:
+    """CONNECTIONS clients, each resending as soon as it is answered, until `until`; latencies by status.
 
-        async def client(number: int) -> None:
-            sent = 0
+    Plain HTTP/1.1 on asyncio streams, one keep-alive connection per client: a flood's generator
+    on the server's own two cores must cost as little CPU as it can (httpx takes several times more).
+    """
+    latencies: dict[int, list[float]] = {}
+    host, port = urlsplit(base_url).hostname, urlsplit(base_url).port
+
+    async def client(number: int) -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        sent = 0
+        try:
             while time.perf_counter() < until:
                 sent += 1
-                method, path, kwargs = make_request(f"{prefix}{number}n{sent}")
+                request = encoded(*make_request(f"{prefix}{number}n{sent}"))
                 started = time.perf_counter()
-                res = await http.request(method, path, **kwargs)
-                latencies.setdefault(res.status_code, []).append(time.perf_counter() - started)
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+                await reader.readexactly(length)
+                latencies.setdefault(status, []).append(time.perf_counter() - started)
+        finally:
+            writer.close()
 
-        await asyncio.gather(*(client(n) for n in range(CONNECTIONS)))
+    await asyncio.gather(*(client(n) for n in range(CONNECTIONS)))
     return latencies
 
 
@@ -90,16 +107,16 @@ async def seconds_to_log_in(http: httpx.AsyncClient, *, since: float) -> float:
 
 async def measure_flood(base_url: str, token: str, *, kind: str, seconds: float, floor_per_s: float) -> dict[str, Any]:
     make_request = login_request if kind == "login" else register_request
+    idle = await probe(base_url, token, seconds=min(seconds, 5))
+    started = time.perf_counter()
+    until = started + seconds
+    answers, loaded = await asyncio.gather(
+        flood(base_url, make_request=make_request, prefix=f"{kind[0]}f", until=until),
+        probe(base_url, token, seconds=seconds),
+    )
+    flood_seconds = time.perf_counter() - started
+    # The clients stop sending at `until`; the requests they have in flight are still answered.
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
-        idle = await probe(http, token, until=time.perf_counter() + min(seconds, 5))
-        started = time.perf_counter()
-        until = started + seconds
-        answers, loaded = await asyncio.gather(
-            flood(base_url, make_request=make_request, prefix=f"{kind[0]}f", until=until),
-            probe(http, token, until=until),
-        )
-        flood_seconds = time.perf_counter() - started
-        # The clients stop sending at `until`; the requests they have in flight are still answered.
         recovery = await seconds_to_log_in(http, since=until)
     ok = [t for status, times in answers.items() if 200 <= status < 300 for t in times]
     figures: dict[str, Any] = {
@@ -109,9 +126,9 @@ async def measure_flood(base_url: str, token: str, *, kind: str, seconds: float,
         "ok_p50_s": percentile(ok, 50),
         "ok_p99_s": percentile(ok, 99),
         "refused_p50_s": percentile(answers.get(503, []), 50),
-        "me_idle_p99_ms": percentile(idle, 99) * 1000,
-        "me_flood_p99_ms": percentile(loaded, 99) * 1000,
-        "me_probes": len(loaded),
+        "me_idle_p99_ms": idle.p99_ms,
+        "me_flood_p99_ms": loaded.p99_ms,
+        "me_probes": loaded.requests,
     }
     figures[f"{kind}_flood_goodput_vs_floor"] = figures["ok_per_s"] / floor_per_s
     figures[f"{kind}_flood_ok_p99_s"] = figures["ok_p99_s"]

@@ -208,6 +208,39 @@ class TestSaturatedHashing:
             body = {"new_user": {"email": "b1@example.com", "username": "burst1", "password": "p4ssword"}}
             assert httpx.post(f"{base_url}/api/users/", json=body, timeout=60).status_code == 201
 
+    def test_a_registration_whose_client_leaves_before_its_hash_is_dropped(self) -> None:
+        # One thread, one queued job: A's password is being hashed, B's job waits for the thread,
+        # and B's client closes the connection. B's job is dropped, its place freed: no hash for
+        # nobody, and no account that its client never heard of.
+        env = {"HASH_POOL_SIZE": "1", "HASH_QUEUE_SIZE": "1", "BCRYPT_ROUNDS": "14"}
+        with live_server(TEST_DATABASE_URL, env=env) as base_url:
+            port = int(base_url.rsplit(":", 1)[1])
+
+            def body(name: str) -> dict[str, dict[str, str]]:
+                return {"new_user": {"email": f"{name}@example.com", "username": name, "password": "p4ssword"}}
+
+            async def scenario() -> httpx.Response:
+                async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+                    first = asyncio.create_task(http.post("/api/users/", json=body("hashing")))
+                    await asyncio.sleep(0.3)  # A is hashing
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    payload = json.dumps(body("leaver")).encode()
+                    writer.write(
+                        b"POST /api/users/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                        + payload
+                    )
+                    await writer.drain()
+                    await asyncio.sleep(0.3)  # B's job is queued behind A's
+                    writer.close()  # ... and B leaves
+                    await writer.wait_closed()
+                    return await first
+
+            assert asyncio.run(scenario()).status_code == 201
+            # B's job would have started as soon as A's ended: give it that time and more.
+            time.sleep(1)
+            assert httpx.post(f"{base_url}/api/users/", json=body("leaver"), timeout=60).status_code == 201
+
     @pytest.mark.parametrize("queued", ("8", "2"), ids=("the-issue's-2+8-places", "2+2-places-and-a-line"))
     def test_logins_after_an_abandoned_burst_of_registrations_are_never_refused(self, queued: str) -> None:
         # Issue 14's burst: eight clients register as fast as they are answered, then go away

@@ -1,0 +1,20 @@
+-- GET with a bearer token (TOKEN in the environment), one request every PACE_MS milliseconds
+-- after the last answer: a steady reader beside a load, not a load itself.
+local token = os.getenv("TOKEN")
+if token then
+  wrk.headers["Authorization"] = "Bearer " .. token
+end
+local pace = tonumber(os.getenv("PACE_MS") or "50")
+
+function delay()
+  return pace
+end
+
+done = function(summary, latency, requests)
+  io.write(string.format(
+    'JSON{"requests": %d, "duration_us": %d, "errors": %d, "p50_us": %d, "p99_us": %d, "mean_us": %.1f}\n',
+    summary.requests, summary.duration,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+      + summary.errors.status,
+    latency:percentile(50), latency:percentile(99), latency.mean))
+end
