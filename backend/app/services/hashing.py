@@ -8,8 +8,9 @@ running plus those queued for a thread.
 
 Overload is handled so that it cannot collapse into refusals:
 
-- A request that finds every place taken waits in line for one, up to `wait_seconds`, and is
-  refused (HashingBusyError, answered 503 with Retry-After) only then. A refusal answered at once
+- A request that finds every place taken waits in line for one, up to `wait_seconds` (between
+  half and all of it, at random), and is refused (HashingBusyError, answered 503 with
+  Retry-After) only then. A refusal answered at once
   is resent at once by an impatient client: thousands of them a second kept the event loop busy
   enough to starve the hashing threads, so the places stayed taken and the refusals went on. A
   refusal that takes a second costs no CPU while it waits.
@@ -28,6 +29,7 @@ import contextvars
 import functools
 import logging
 import os
+import random
 import threading
 import time
 from collections import deque
@@ -107,7 +109,10 @@ class HashingPool:
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiting.append(waiter)
         current.waiter = waiter
-        timer = loop.call_later(self.wait_seconds, self._expire, waiter)
+        # Between half and all of the wait, at random: a flood's clients, refused together and
+        # resending together, would otherwise come back in waves, each a burst of work for the loop.
+        wait = self.wait_seconds * random.uniform(0.5, 1.0)  # noqa: S311 (jitter, not a secret)
+        timer = loop.call_later(wait, self._expire, waiter)
         try:
             await waiter  # the place is handed over by _give_back: `pending` already counts it
         except asyncio.CancelledError:
