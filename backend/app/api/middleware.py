@@ -5,6 +5,7 @@ import json
 from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.db import lone_queries
 from app.db.errors import DatabaseUnreachableError
 
 
@@ -88,3 +89,29 @@ class PlainStartupErrors:
             await send(message)
 
         await self.app(scope, receive, plain_send)
+
+
+class OneConnectionPerRead:
+    """A GET (or HEAD) request's statements share one pooled connection (app/db/lone_queries.py),
+    given back as soon as its answer starts.
+
+    Only reads: they do nothing but query and compute, so the connection is held only for as long
+    as the request works. A write may wait for a hashing thread or a mail server meanwhile, with a
+    connection the other requests need.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        async with lone_queries.shared_connection() as shared:
+
+            async def releasing_send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    await shared.release()
+                await send(message)
+
+            await self.app(scope, receive, releasing_send)

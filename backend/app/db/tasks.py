@@ -11,7 +11,7 @@ from app.core.config import (
     DB_POOL_MIN_SIZE,
     DB_STATEMENT_CACHE_SIZE,
 )
-from app.db import statements
+from app.db import lone_queries, statements
 from app.db.errors import DATABASE_UNAVAILABLE_ERRORS, DatabaseUnreachableError
 
 logger = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ async def connect_to_db(
     password, a missing database), with a DatabaseUnreachableError that says so in one line.
     """
     statements.install()
+    lone_queries.install()
     database = Database(
         str(database_url),
         min_size=DB_POOL_MIN_SIZE,

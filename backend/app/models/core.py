@@ -1,5 +1,5 @@
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, Field
 
@@ -32,3 +32,23 @@ class DateTimeModelMixin(BaseModel):
 
 class IDModelMixin(BaseModel):
     id: int
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def construct(model: type[ModelT], fields: dict[str, Any], *, private: dict[str, Any] | None = None) -> ModelT:
+    """`model.model_construct(**fields)`, for trusted values that name every one of the model's fields.
+
+    For the rows the hot routes read back, in several times less time: `model_construct` looks up
+    aliases and defaults field by field, and validating again costs more still. Sets what
+    `model_construct` sets on an instance (tests/test_models.py compares the two for each model
+    built this way): `fields` itself as its `__dict__`, all of them as set, no extras, and
+    `private` as its private attributes (their defaults for a model that has any).
+    """
+    instance = model.__new__(model)
+    object.__setattr__(instance, "__dict__", fields)
+    object.__setattr__(instance, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(instance, "__pydantic_extra__", None)
+    object.__setattr__(instance, "__pydantic_private__", private)
+    return instance

@@ -4,7 +4,7 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from pydantic import EmailStr, Field, PrivateAttr, StringConstraints, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from app.models.core import CoreModel, DateTimeModelMixin, IDModelMixin, Text
+from app.models.core import CoreModel, DateTimeModelMixin, IDModelMixin, Text, construct
 from app.models.profile import ProfilePublic
 from app.models.token import AccessToken
 
@@ -99,16 +99,17 @@ class UserPublic(IDModelMixin, DateTimeModelMixin, UserBase):
         """The public view of a stored user: no password, no salt, no token version."""
         # Not validated again: the stored values are what they are (an email the migrations renamed
         # to an unroutable `.invalid` address is still this user's, and EmailStr would refuse it).
-        view = cls.model_construct(
-            **user.model_dump(exclude={"password", "salt"}), profile=user.profile, access_token=access_token
+        stored = {**user.__dict__, "access_token": access_token}
+        return construct(
+            cls, {field: stored[field] for field in _PUBLIC_USER_FIELDS}, private={"_token_version": user.token_version}
         )
-        view._token_version = user.token_version
-        return view
 
     @property
     def token_version(self) -> int | None:
         return self._token_version
 
+
+_PUBLIC_USER_FIELDS = tuple(UserPublic.model_fields)
 
 # A user as the repositories hand them out: populated (the public view, with a profile) or as stored.
 AnyUser = UserInDB | UserPublic

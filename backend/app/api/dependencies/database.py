@@ -1,8 +1,8 @@
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 from databases import Database
-from fastapi import Depends, Request
+from fastapi import Request
 
 from app.db.repositories.base import BaseRepository
 
@@ -16,8 +16,10 @@ async def get_database(request: Request) -> Database:
     return database
 
 
-def get_repository(repo_type: type[RepositoryT]) -> Callable[[Database], Coroutine[Any, Any, RepositoryT]]:
-    async def get_repo(db: Annotated[Database, Depends(get_database)]) -> RepositoryT:
-        return repo_type(db)
+def get_repository(repo_type: type[RepositoryT]) -> Callable[[Request], Coroutine[Any, Any, RepositoryT]]:
+    # The pool is read as get_database reads it, not through it: each dependency FastAPI solves
+    # costs a request about 20 µs, and a repository is on most routes (docs/performance.md).
+    async def get_repo(request: Request) -> RepositoryT:
+        return repo_type(request.app.state._db)
 
     return get_repo

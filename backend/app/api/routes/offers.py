@@ -16,6 +16,7 @@ from app.api.dependencies.offers import (
     NOT_PENDING,
     NOT_RESCINDABLE,
     OFFER_NOT_FOUND,
+    CleaningWithListableOffers,
     OfferFromPath,
     OffersRepo,
     OwnOffer,
@@ -24,7 +25,6 @@ from app.api.dependencies.offers import (
     check_offer_cancel_permissions,
     check_offer_create_permissions,
     check_offer_get_permissions,
-    check_offer_list_permissions,
     check_offer_rescind_permissions,
     offer_not_found,
 )
@@ -81,11 +81,10 @@ async def create_offer(cleaning: CleaningFromPath, current_user: CurrentUser, of
     response_model=list[OfferPublic],
     name="offers:list-offers-for-cleaning",
     summary="List the offers for my cleaning",
-    dependencies=[Depends(check_offer_list_permissions)],
     responses=error_responses(401, 403, 404, 503, e403=CANNOT_LIST, e404=CLEANING_NOT_FOUND),
 )
 async def list_offers_for_cleaning(
-    cleaning: CleaningFromPath,
+    cleaning: CleaningWithListableOffers,
     offers_repo: OffersRepo,
     limit: Annotated[int | None, Query(ge=1, le=100, description="At most this many offers (default: all).")] = None,
     after_created_at: Annotated[

@@ -1,14 +1,52 @@
-from typing import Literal, overload
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import Any, Literal, TypeVar, overload
 
 from databases import Database
+from pydantic import BaseModel
 
 from app.db.errors import CleaningHasAcceptedOfferError, InvalidCleaningTypeError
 from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
 from app.db.repositories.users import UsersRepository, user_from_row, user_with_profile_columns
-from app.models.cleaning import AnyCleaning, CleaningCreate, CleaningInDB, CleaningPublic, CleaningUpdate
+from app.models.cleaning import (
+    AnyCleaning,
+    CleaningCreate,
+    CleaningInDB,
+    CleaningPublic,
+    CleaningType,
+    CleaningUpdate,
+)
+from app.models.core import construct
 from app.models.user import AnyUser, UserPublic
 
 CLEANING_COLUMNS = "id, name, description, price, cleaning_type, owner, created_at, updated_at"
+
+CleaningT = TypeVar("CleaningT", bound=CleaningPublic)
+
+# The columns whose stored type is not the field's: numeric to float, text to CleaningType.
+_CONVERTED_COLUMNS: dict[str, Callable[[Any], Any]] = {"price": float, "cleaning_type": CleaningType}
+
+
+def cleaning_from_row(model: type[CleaningT], row: Mapping[str, Any], **fields: Any) -> CleaningT:
+    """A cleaning (CleaningPublic or a subclass) from its columns in `row`, and `fields` (its owner).
+
+    Built as stored, not validated again (as user_from_row builds users): only the two columns
+    whose type is not the field's are converted, as validation converts them; a feed page has
+    twenty (tests/test_models.py checks it builds what validation would).
+    """
+    values = {}
+    for field in _fields(model):
+        value = fields[field] if field in fields else row[field]
+        if value is not None and field in _CONVERTED_COLUMNS:
+            value = _CONVERTED_COLUMNS[field](value)
+        values[field] = value
+    return construct(model, values)
+
+
+@cache
+def _fields(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(model.model_fields)
+
 
 CREATE_CLEANING_QUERY = f"""
     INSERT INTO cleanings (name, description, price, cleaning_type, owner)
@@ -113,10 +151,9 @@ class CleaningsRepository(BaseRepository):
         record = await self.db.fetch_one(query=GET_POPULATED_CLEANING_BY_ID_QUERY, values={"id": id})
         if record is None:
             return None
-        row = as_dict(record)
+        row = record._mapping
         owner = user_from_row(row, prefix="owner_")
-        cleaning = {column: row[column] for column in CLEANING_COLUMNS.split(", ")}
-        return CleaningPublic.model_validate({**cleaning, "owner": UserPublic.from_user(owner) if owner else None})
+        return cleaning_from_row(CleaningPublic, row, owner=UserPublic.from_user(owner) if owner else None)
 
     async def populate_cleaning(
         self, *, cleaning: CleaningInDB, requesting_user: AnyUser | None = None

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from app.db.repositories.base import BaseRepository, as_dict
-from app.db.repositories.cleanings import CLEANING_COLUMNS
+from app.db.repositories.base import BaseRepository
+from app.db.repositories.cleanings import CLEANING_COLUMNS, cleaning_from_row
 from app.db.repositories.users import user_from_row, user_with_profile_columns
 from app.models.feed import CleaningFeedItem
 from app.models.user import UserPublic
@@ -61,9 +61,19 @@ class FeedRepository(BaseRepository):
         item's event_timestamp and id, the page right after that item."""
         values = {"starting_date": starting_date, "starting_id": starting_id, "page_chunk_size": page_chunk_size}
         records = await self.db.fetch_all(query=FETCH_CLEANING_JOBS_FEED_QUERY, values=values)
-        return [self.populate_cleaning_feed_item(row=as_dict(record)) for record in records]
+        owners: dict[int, UserPublic] = {}  # a page often shows a few people's cleanings: each built once
+        return [self.populate_cleaning_feed_item(row=record._mapping, owners=owners) for record in records]
 
-    def populate_cleaning_feed_item(self, *, row: Mapping[str, Any]) -> CleaningFeedItem:
-        owner = user_from_row(row, prefix="owner_")
-        item = {key: value for key, value in row.items() if not key.startswith("owner_")}
-        return CleaningFeedItem.model_validate({**item, "owner": UserPublic.from_user(owner) if owner else None})
+    def populate_cleaning_feed_item(
+        self, *, row: Mapping[str, Any], owners: dict[int, UserPublic] | None = None
+    ) -> CleaningFeedItem:
+        """The item a row of the feed's query holds; `owners`, the owners built so far for its page."""
+        owner_id = row["owner_id"]
+        owner = None if owners is None or owner_id is None else owners.get(owner_id)
+        if owner is None and owner_id is not None:
+            stored = user_from_row(row, prefix="owner_")
+            assert stored is not None
+            owner = UserPublic.from_user(stored)
+            if owners is not None:
+                owners[owner_id] = owner
+        return cleaning_from_row(CleaningFeedItem, row, owner=owner)

@@ -186,7 +186,7 @@ class SessionsRepository(BaseRepository):
         record = await self.db.fetch_one(GET_SESSION_USER_QUERY, {"user_id": user_id, "session_id": session_id})
         if record is None:
             return None, False
-        row = as_dict(record)
+        row = record._mapping  # read in place: this runs on every authenticated request
         stale = row["session_stale"]
         if stale:
             await self.db.execute(TOUCH_SESSION_QUERY, {"session_id": session_id})

@@ -1,4 +1,5 @@
 from collections.abc import Mapping
+from functools import cache
 from typing import Any, Literal, overload
 from uuid import UUID
 
@@ -10,6 +11,7 @@ from app.db.errors import EmailAlreadyTakenError, UsernameAlreadyTakenError
 from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
 from app.db.repositories.outbox import MailKind, OutboxRepository
 from app.db.repositories.profiles import PROFILE_COLUMNS, ProfilesRepository
+from app.models.core import construct
 from app.models.profile import ProfileCreate, ProfilePublic
 from app.models.session import SessionEndReason
 from app.models.user import MAX_PASSWORD_LENGTH, UserCreate, UserInDB, UserPasswordUpdate, UserPublic, UserUpdate
@@ -49,15 +51,32 @@ def named_profile(profile: Mapping[str, Any], user: UserInDB) -> ProfilePublic:
     return ProfilePublic.model_validate({**profile, "username": user.username, "email": user.email})
 
 
+@cache
+def _user_and_profile_columns(prefix: str) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """The (field, column) pairs of a user (UserInDB's fields, but its profile) and of their
+    profile (ProfilePublic's fields, but the names), under `prefix`, in each model's field order."""
+    user = tuple((field, f"{prefix}{field}") for field in UserInDB.model_fields if field != "profile")
+    named = ("username", "email")
+    profile = tuple((field, f"{prefix}profile_{field}") for field in ProfilePublic.model_fields if field not in named)
+    return user, profile
+
+
 def user_from_row(row: Mapping[str, Any], *, prefix: str = "") -> UserInDB | None:
     """The user a row holds under `prefix` (None when the join found none), with their profile."""
+    user_columns, profile_columns = _user_and_profile_columns(prefix)
     if row[f"{prefix}id"] is None:
         return None
-    user = UserInDB.model_validate({field: row[f"{prefix}{field}"] for field in USER_FIELDS})
+    # Built as they are stored, not validated again (as UserPublic.from_user builds its view): the
+    # columns have the fields' types, and this runs for every authenticated request and for every
+    # owner and offerer a page shows (tests/test_models.py checks it builds what validation would).
+    fields = {field: row[column] for field, column in user_columns}
+    profile = None
     if row.get(f"{prefix}profile_id") is not None:
-        profile = {field: row[f"{prefix}profile_{field}"] for field in PROFILE_FIELDS}
-        user.profile = named_profile(profile, user)
-    return user
+        profile_fields = {field: row[column] for field, column in profile_columns}
+        profile_fields["username"], profile_fields["email"] = fields["username"], fields["email"]
+        profile = construct(ProfilePublic, profile_fields)
+    fields["profile"] = profile
+    return construct(UserInDB, fields)
 
 
 # Every user is read with their profile (one per user, the database enforces it), in the same

@@ -1,0 +1,177 @@
+"""A statement on its own goes straight through the pool, underneath `databases`.
+
+`Database.fetch_one()` and its siblings, called by a task that holds no connection of its own
+(outside any `connection()` or `transaction()` block: nearly every call the repositories make),
+build a `databases` Connection for that one statement: an object with three asyncio locks,
+registered for the task in a weak map, entered (the pool's acquire) under one lock, used under
+another, left (the pool's release) under the first again, and unregistered. For one statement only
+the acquire, the statement and the release do anything; this runs just those, through the
+backend's own connection class, so the compiling (app/db/statements.py), the records and the query
+log are `databases`' own. A task inside a `connection()` or `transaction()` block, and a database
+with `force_rollback`, take `databases`' usual path: a transaction's statements stay on its
+connection.
+
+Within `shared_connection()` (a read request: app/api/middleware.py), the task's single statements
+share one pooled connection: acquired at the first, given back by `release()` (when the answer
+starts) or at the end of the block. Each acquire and release costs the pool's bookkeeping and
+asyncpg's reset of the connection (a round trip to PostgreSQL): a page's request makes two or
+three statements. The sharing task never holds two pooled connections at once, which could
+deadlock a full pool: a `databases` Connection opened meanwhile (a transaction) takes the shared
+one over. Other tasks (what the request starts, if anything) take the pool as usual.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar, Token
+from typing import Any, TypeVar
+
+from databases import Database
+from databases.backends.postgres import PostgresBackend, PostgresConnection
+from databases.core import Connection
+
+ResultT = TypeVar("ResultT")
+
+_installed = False
+
+
+def _lone_backend(database: Database) -> PostgresBackend | None:
+    """The backend, if the calling task may skip `databases`' Connection: it holds none."""
+    if database._global_connection is not None:  # force_rollback: one connection for everything
+        return None
+    task = asyncio.current_task()
+    if task is None or task in database._connection_map:
+        return None
+    backend = database._backend
+    return backend if isinstance(backend, PostgresBackend) else None
+
+
+class SharedConnection:
+    """One pooled connection for the single statements of the task that enters this, taken at the
+    first of them, given back by `release()` or on leaving. (A class, not a generator-based context
+    manager: it is entered on every read request.)"""
+
+    __slots__ = ("backend", "connection", "released", "task", "token")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None
+        self.backend: PostgresBackend | None = None
+        self.connection: PostgresConnection | None = None
+        self.released = False
+        self.token: Token[SharedConnection | None] | None = None
+
+    async def __aenter__(self) -> "SharedConnection":
+        self.task = asyncio.current_task()
+        self.token = _shared.set(self)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.token is not None
+        _shared.reset(self.token)
+        await self.release()
+
+    def serves(self, backend: PostgresBackend) -> bool:
+        return (
+            not self.released
+            and self.task is asyncio.current_task()
+            and (self.backend is None or self.backend is backend)
+        )
+
+    def take(self) -> Any:
+        """Hand the acquired asyncpg connection over (to a `databases` Connection of this task)."""
+        connection, self.connection, self.backend = self.connection, None, None
+        assert connection is not None
+        raw = connection._connection
+        connection._connection = None
+        return raw
+
+    async def release(self) -> None:
+        """Give the connection back; later statements of the task take the pool as usual."""
+        self.released = True
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            await connection.release()
+
+
+_shared: ContextVar[SharedConnection | None] = ContextVar("phresh_shared_connection", default=None)
+
+
+def shared_connection() -> SharedConnection:
+    """`async with shared_connection():` the task's single statements share one pooled connection."""
+    return SharedConnection()
+
+
+async def _on_pooled_connection(
+    backend: PostgresBackend, run: Callable[[PostgresConnection], Awaitable[ResultT]]
+) -> ResultT:
+    share = _shared.get()
+    if share is not None and share.serves(backend):
+        if share.connection is None:
+            connection = backend.connection()
+            await connection.acquire()
+            share.backend, share.connection = backend, connection
+        return await run(share.connection)
+    connection = backend.connection()
+    await connection.acquire()
+    try:
+        return await run(connection)
+    finally:
+        await connection.release()
+
+
+def install() -> None:
+    """Route `databases`' single statements straight through the pool (once per process)."""
+    global _installed
+    if _installed:
+        return
+    fetch_all, fetch_one, fetch_val, execute = (
+        Database.fetch_all,
+        Database.fetch_one,
+        Database.fetch_val,
+        Database.execute,
+    )
+
+    async def lone_fetch_all(self: Database, query: Any, values: dict[str, Any] | None = None) -> Any:
+        backend = _lone_backend(self)
+        if backend is None:
+            return await fetch_all(self, query, values)
+        built = Connection._build_query(query, values)
+        return await _on_pooled_connection(backend, lambda connection: connection.fetch_all(built))
+
+    async def lone_fetch_one(self: Database, query: Any, values: dict[str, Any] | None = None) -> Any:
+        backend = _lone_backend(self)
+        if backend is None:
+            return await fetch_one(self, query, values)
+        built = Connection._build_query(query, values)
+        return await _on_pooled_connection(backend, lambda connection: connection.fetch_one(built))
+
+    async def lone_fetch_val(self: Database, query: Any, values: dict[str, Any] | None = None, column: Any = 0) -> Any:
+        backend = _lone_backend(self)
+        if backend is None:
+            return await fetch_val(self, query, values, column=column)
+        built = Connection._build_query(query, values)
+        return await _on_pooled_connection(backend, lambda connection: connection.fetch_val(built, column))
+
+    async def lone_execute(self: Database, query: Any, values: dict[str, Any] | None = None) -> Any:
+        backend = _lone_backend(self)
+        if backend is None:
+            return await execute(self, query, values)
+        built = Connection._build_query(query, values)
+        return await _on_pooled_connection(backend, lambda connection: connection.execute(built))
+
+    acquire = PostgresConnection.acquire
+
+    async def acquire_or_take_shared(self: PostgresConnection) -> None:
+        # A `databases` Connection (a transaction) of a task that shares a connection takes that one.
+        share = _shared.get()
+        if share is not None and share.connection is not None and share.serves(self._database):
+            assert self._connection is None, "Connection is already acquired"
+            self._connection = share.take()
+            return
+        await acquire(self)
+
+    PostgresConnection.acquire = acquire_or_take_shared  # type: ignore[method-assign]
+    Database.fetch_all = lone_fetch_all  # type: ignore[method-assign]
+    Database.fetch_one = lone_fetch_one  # type: ignore[method-assign]
+    Database.fetch_val = lone_fetch_val  # type: ignore[method-assign]
+    Database.execute = lone_execute  # type: ignore[method-assign]
+    _installed = True

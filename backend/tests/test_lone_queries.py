@@ -1,0 +1,179 @@
+"""A statement on its own skips `databases`' Connection (app/db/lone_queries.py): nothing but the cost changes."""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from databases import Database
+from databases.backends.postgres import PostgresBackend, PostgresConnection
+from databases.core import Connection
+from fastapi import FastAPI, status
+from httpx import AsyncClient
+
+from app.db import lone_queries
+from app.models.cleaning import CleaningInDB
+
+CALLS: dict[str, Callable[[Database], Awaitable[Any]]] = {
+    "fetch_all": lambda db: db.fetch_all("SELECT n, :word AS word FROM generate_series(1, 3) AS n", {"word": "w"}),
+    "fetch_one": lambda db: db.fetch_one("SELECT 7 AS n, CAST(:word AS text) AS word", {"word": "w"}),
+    "fetch_val": lambda db: db.fetch_val("SELECT 1, CAST(:two AS int)", {"two": 2}, column=1),
+    "execute": lambda db: db.execute("SELECT CAST(:value AS text)", {"value": "x"}),
+}
+
+
+def rows(result: Any) -> Any:
+    """Records as plain values, to compare results of the two paths."""
+    if isinstance(result, list):
+        return [rows(record) for record in result]
+    if result is not None and hasattr(result, "_mapping"):
+        return (dict(result._mapping), result[0], list(result.keys()))
+    return result
+
+
+class TestTheLibraryUnderneath:
+    # What the fast path relies on; a `databases` release that changes any of it fails here first.
+    def test_databases_keeps_what_the_fast_path_uses(self, db: Database) -> None:
+        assert lone_queries._installed
+        assert db._global_connection is None
+        assert isinstance(db._backend, PostgresBackend)
+        assert not db._connection_map  # no task holds a connection between tests
+        connection = db._backend.connection()
+        assert isinstance(connection, PostgresConnection)
+        assert connection._database is db._backend  # the backend it acquires from
+        assert connection._connection is None  # the asyncpg connection, once acquired
+        for method in ("acquire", "release", "fetch_all", "fetch_one", "fetch_val", "execute"):
+            assert callable(getattr(PostgresConnection, method))
+        assert callable(Connection._build_query)
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+async def test_a_lone_statement_gives_what_databases_own_path_gives(db: Database, name: str) -> None:
+    lone = await CALLS[name](db)
+    async with db.connection():  # a task holding a connection takes databases' own path
+        usual = await CALLS[name](db)
+    assert rows(lone) == rows(usual)
+    assert type(lone) is type(usual)
+
+
+async def test_a_lone_statement_registers_no_connection(db: Database) -> None:
+    assert await db.fetch_val("SELECT 1") == 1
+    assert not db._connection_map
+
+
+async def test_every_lone_statement_gives_its_connection_back_even_when_it_fails(db: Database) -> None:
+    pool = db._backend._pool
+    for _ in range(2 * pool.get_max_size()):  # a connection kept would leave the pool empty halfway
+        with pytest.raises(asyncpg.DivisionByZeroError):  # what asyncpg raised, as databases passes it on
+            await asyncio.wait_for(db.fetch_val("SELECT 1 / CAST(:zero AS int)", {"zero": 0}), timeout=10)
+        assert await asyncio.wait_for(db.fetch_val("SELECT 2"), timeout=10) == 2
+
+
+async def test_statements_inside_a_transaction_stay_on_its_connection(db: Database) -> None:
+    async with db.transaction():
+        backend_pid = await db.fetch_val("SELECT pg_backend_pid()")
+        await db.execute("CREATE TEMPORARY TABLE seen_in_transaction (n int) ON COMMIT DROP")
+        await db.execute("INSERT INTO seen_in_transaction VALUES (1)")
+        assert await db.fetch_all("SELECT n FROM seen_in_transaction") != []
+        assert await db.fetch_one("SELECT n FROM seen_in_transaction") is not None
+        assert await db.fetch_val("SELECT pg_backend_pid()") == backend_pid
+        assert len(db._connection_map) == 1
+
+
+async def test_concurrent_lone_statements_each_take_a_connection(db: Database) -> None:
+    pids = await asyncio.gather(*(db.fetch_val("SELECT pg_backend_pid() FROM pg_sleep(0.05)") for _ in range(3)))
+    assert len(set(pids)) == 3
+
+
+class TestSharedConnection:
+    """Within shared_connection() (a read request), the task's single statements share one connection."""
+
+    async def test_single_statements_share_one_connection_until_it_is_released(self, db: Database) -> None:
+        async with lone_queries.shared_connection() as shared:
+            first = await db.fetch_val("SELECT pg_backend_pid()")
+            assert await db.fetch_val("SELECT pg_backend_pid()") == first
+            record = await db.fetch_one("SELECT pg_backend_pid() AS pid")
+            assert record is not None
+            assert record["pid"] == first
+            await shared.release()
+            assert shared.connection is None
+            assert not db._connection_map
+
+    async def test_a_transaction_takes_the_shared_connection_over(self, db: Database) -> None:
+        async with lone_queries.shared_connection() as shared:
+            pid = await db.fetch_val("SELECT pg_backend_pid()")
+            async with db.transaction():
+                assert await db.fetch_val("SELECT pg_backend_pid()") == pid
+                assert shared.connection is None  # the transaction's connection now
+            await db.fetch_val("SELECT 1")  # after it, a connection is shared again
+            assert shared.connection is not None
+
+    async def test_tasks_sharing_connections_never_hold_two_so_a_full_pool_cannot_deadlock(self, db: Database) -> None:
+        async def read_then_write() -> None:
+            async with lone_queries.shared_connection():
+                await db.fetch_val("SELECT pg_sleep(0.02)")
+                async with db.transaction():
+                    await db.fetch_val("SELECT 1")
+                await db.fetch_val("SELECT 2")
+
+        pool = db._backend._pool
+        await asyncio.wait_for(asyncio.gather(*(read_then_write() for _ in range(pool.get_max_size() + 5))), 20)
+
+    async def test_other_tasks_take_the_pool_as_usual(self, db: Database) -> None:
+        async with lone_queries.shared_connection():
+            mine = await db.fetch_val("SELECT pg_backend_pid()")
+            theirs = await asyncio.gather(
+                *(db.fetch_val("SELECT pg_backend_pid() FROM pg_sleep(0.05)") for _ in range(2))
+            )
+            assert mine not in theirs
+            assert await db.fetch_val("SELECT pg_backend_pid()") == mine
+
+    async def test_a_failed_statement_keeps_the_connection_shared_and_the_end_gives_it_back(self, db: Database) -> None:
+        pool = db._backend._pool
+        for _ in range(2 * pool.get_max_size()):  # a connection kept would leave the pool empty halfway
+            async with lone_queries.shared_connection():
+                pid = await db.fetch_val("SELECT pg_backend_pid()")
+                with pytest.raises(asyncpg.DivisionByZeroError):
+                    await asyncio.wait_for(db.fetch_val("SELECT 1 / CAST(:zero AS int)", {"zero": 0}), timeout=10)
+                assert await db.fetch_val("SELECT pg_backend_pid()") == pid
+
+
+class TestReadRequests:
+    @pytest.fixture
+    def connections_taken(self, db: Database, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+        """Every pooled connection the app's statements take, in order."""
+        taken: list[object] = []
+        connection = db._backend.connection
+
+        def counting() -> object:
+            taken.append(connection())
+            return taken[-1]
+
+        monkeypatch.setattr(db._backend, "connection", counting)
+        return taken
+
+    async def test_a_read_takes_one_connection_for_all_its_statements(
+        self, app: FastAPI, authorized_client: AsyncClient, test_cleaning: CleaningInDB, connections_taken: list[object]
+    ) -> None:
+        path = app.url_path_for("cleanings:get-cleaning-by-id", cleaning_id=str(test_cleaning.id))
+        assert (await authorized_client.get(path)).status_code == status.HTTP_200_OK  # the session was opened
+        connections_taken.clear()
+        assert (await authorized_client.get(path)).status_code == status.HTTP_200_OK  # the user, then the cleaning
+        assert len(connections_taken) == 1
+
+    async def test_a_write_takes_a_connection_per_statement(
+        self, app: FastAPI, authorized_client: AsyncClient, connections_taken: list[object]
+    ) -> None:
+        body = {"new_cleaning": {"name": "a room", "price": 12.5}}
+        res = await authorized_client.post(app.url_path_for("cleanings:create-cleaning"), json=body)
+        assert res.status_code == status.HTTP_201_CREATED
+        assert len(connections_taken) >= 2
+
+    async def test_reads_that_fail_give_their_connection_back(
+        self, app: FastAPI, authorized_client: AsyncClient, db: Database
+    ) -> None:
+        path = app.url_path_for("cleanings:get-cleaning-by-id", cleaning_id="999")
+        for _ in range(2 * db._backend._pool.get_max_size()):
+            res = await asyncio.wait_for(authorized_client.get(path), timeout=10)
+            assert res.status_code == status.HTTP_404_NOT_FOUND
