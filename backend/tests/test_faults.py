@@ -1,6 +1,7 @@
 """The database going away, at start-up or while serving, and the server dying mid-write."""
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -179,6 +180,7 @@ class TestDurability:
         server = ServerProcess(TEST_DATABASE_URL, env=env)
         base_url = server.start()
         acknowledged: list[str] = []
+        enough = asyncio.Event()
 
         async def register_until_killed(worker: int) -> None:
             async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
@@ -191,14 +193,15 @@ class TestDurability:
                         return  # the server is gone
                     if res.status_code == 201:
                         acknowledged.append(name)
+                        if len(acknowledged) >= 20:
+                            enough.set()
 
         async def load_then_kill() -> None:
             workers = [asyncio.create_task(register_until_killed(w)) for w in range(8)]
             # Killed under load, once enough registrations are acknowledged to show something
             # (a fixed 1.5 s was too short for a shared machine busy with something else).
-            deadline = time.monotonic() + 15
-            while len(acknowledged) < 20 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(enough.wait(), timeout=15)
             server.kill()
             await asyncio.gather(*workers)
 
