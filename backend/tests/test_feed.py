@@ -186,7 +186,9 @@ class TestAPageCostsTheSameWhateverTheTableSize:
                 rows = await db.fetch_all("EXPLAIN " + FETCH_CLEANING_JOBS_FEED_QUERY.strip().rstrip(";"), cursor)
                 plan = "\n".join(str(row[0]) for row in rows)
                 assert "ix_cleanings_created_at_id" in plan and "ix_cleanings_updated_at_id" in plan, plan
-                assert "Seq Scan" not in plan, plan
+                # The cleanings are read through the indexes; the page's owners may be read any way
+                # (the users table holds one row here, and once analyzed it is scanned, rightly).
+                assert "Seq Scan on cleanings" not in plan, plan
         finally:
             # Statistics of 20,000 cleanings of one owner would steer the plans of later tests.
             await db.execute("DELETE FROM cleanings")
