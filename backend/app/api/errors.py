@@ -39,7 +39,8 @@ async def method_not_allowed_handler(request: Request, exc: Exception) -> JSONRe
     allowed: set[str] = set()
     for route in request.app.router.routes:
         match, _ = route.matches({**request.scope, "method": "GET"})
-        if match != Match.NONE and isinstance(route, Route) and route.methods:
+        # A route left out of the schema only guards a path (it answers 405 itself): not a method.
+        if match != Match.NONE and isinstance(route, Route) and route.methods and route.include_in_schema:
             allowed |= route.methods
     return JSONResponse(
         status_code=status.HTTP_405_METHOD_NOT_ALLOWED,
