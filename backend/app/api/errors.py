@@ -36,12 +36,20 @@ async def method_not_allowed_handler(request: Request, exc: Exception) -> JSONRe
     Starlette answers from the first route that matches the path, so where GET and POST of one
     path are two routes, its Allow header names only one of them.
     """
+    matching = [
+        route
+        for route in request.app.router.routes
+        if isinstance(route, Route)
+        and route.methods
+        and route.matches({**request.scope, "method": "GET"})[0] != Match.NONE
+    ]
+    # A route left out of the schema guards its exact path (POST .../evaluations/stats/ would
+    # otherwise reach POST .../evaluations/{cleaning_id}/): only routes of that same path count.
+    guarded = {route.path for route in matching if not route.include_in_schema}
     allowed: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        # A route left out of the schema only guards a path (it answers 405 itself): not a method.
-        if match != Match.NONE and isinstance(route, Route) and route.methods and route.include_in_schema:
-            allowed |= route.methods
+    for route in matching:
+        if route.include_in_schema and (not guarded or route.path in guarded):
+            allowed |= route.methods or set()
     return JSONResponse(
         status_code=status.HTTP_405_METHOD_NOT_ALLOWED,
         content={"detail": "Method Not Allowed"},
