@@ -48,10 +48,9 @@ async def run_wrk(
     """
     env = {**os.environ, **({"TOKEN": token} if token else {}), **({"PACE_MS": str(pace_ms)} if pace_ms else {})}
     threads = max(1, min(2, connections))
-    script = "probe.lua" if pace_ms else "get.lua"
     process = await asyncio.create_subprocess_exec(
         "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--latency",
-        "-s", str(HERE / script), url,
+        "-s", str(HERE / "get.lua"), url,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -11,7 +11,7 @@ Figures, each against an anchor taken in the same run:
 - /me's p99 under the flood / its idle p99;
 - recovery: seconds from the flood's end to a successful login, against 2 s.
 
-The probe is paced rather than a closed loop (wrk, one connection, 50 ms between an answer and the
+The probe is paced rather than a closed loop (wrk, one connection, 20 ms between an answer and the
 next request): a client reading /me back to back would itself keep one of the two cores busy, and
 the goodput would measure it rather than the service.
 """

@@ -1,7 +1,15 @@
 -- GET with a bearer token (TOKEN in the environment), reporting latency as JSON when done.
+-- With PACE_MS, each connection waits that long after an answer before its next request: a
+-- steady reader beside a load, not a load itself.
 local token = os.getenv("TOKEN")
 if token then
   wrk.headers["Authorization"] = "Bearer " .. token
+end
+local pace = tonumber(os.getenv("PACE_MS") or "")
+if pace then
+  function delay()
+    return pace
+  end
 end
 
 local statuses = {}
