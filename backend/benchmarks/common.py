@@ -141,3 +141,12 @@ async def interleaved(
 def register_request(name: str) -> tuple[str, str, dict[str, Any]]:
     body = {"new_user": {"email": f"{name}@example.com", "username": name, "password": "benchmark-pass"}}
     return "POST", "/api/users/", {"json": body}
+
+
+def verdict(value: float, target: tuple[str, float] | None) -> str:
+    """How a figure fares against its target, `(">=" or "<=", bound)`, for a report's line."""
+    if target is None:
+        return ""
+    op, bound = target
+    met = value >= bound if op == ">=" else value <= bound
+    return f"  (target {op} {bound:g}: {'met' if met else 'MISSED'})"

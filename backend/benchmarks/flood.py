@@ -25,6 +25,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
+from benchmarks import common
 from benchmarks.common import Load, percentile, register_request, run_wrk
 
 CONNECTIONS = 64
@@ -140,9 +141,7 @@ async def measure_flood(base_url: str, token: str, *, kind: str, seconds: float,
 
 def report_flood(kind: str, figures: dict[str, Any]) -> list[str]:
     def verdict(key: str) -> str:
-        op, target = TARGETS[key]
-        met = figures[key] >= target if op == ">=" else figures[key] <= target
-        return f"  (target {op} {target:g}: {'met' if met else 'MISSED'})"
+        return common.verdict(figures[key], TARGETS[key])
 
     name = f"{kind}_flood"
     lines = [

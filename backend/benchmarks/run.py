@@ -14,7 +14,7 @@ caller's cleanings) take turns with two ceilings: the `databases` one above and 
 separate minimal app (benchmarks/asyncpg_ceiling_app.py, its own uvicorn process with the same
 options, on the same database) whose one route runs `SELECT 1` straight through an asyncpg pool.
 `--hot-routes-only` runs that section alone (no registration, login, stall or flood loads, no
-feed section), for quick turns while optimising.
+feed section), for quick turns while optimising; `--flood-only` likewise runs the floods alone.
 
 Then the floods (benchmarks/flood.py): 64 clients logging in, then registering, as fast as they
 are answered, beside a paced /me probe: goodput against the bcrypt floor, the p99 of the answered
@@ -54,6 +54,7 @@ import psutil
 from app.core.config import DATABASE_URL
 from app.db.admin import sibling_database
 from app.services import auth_service
+from benchmarks import common
 from benchmarks.before_after import chart_me_before_after, measure_me_before_after, report_me_before_after
 from benchmarks.common import HERE, Load, interleaved, register_request, run_posts, run_wrk
 from benchmarks.feed import chart_feed, measure_feed, report_feed
@@ -195,13 +196,17 @@ def hot_route_figures(loads: dict[str, Load]) -> dict[str, float]:
     return figures
 
 
-async def measure(duration: float, workers: int, *, hot_routes_only: bool = False) -> dict[str, Any]:
+# The sections of the main run, in order; `--hot-routes-only` and `--flood-only` pick one.
+SECTIONS = ("posts", "hot_routes", "stall", "flood")
+
+
+async def measure(duration: float, workers: int, *, sections: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
     database_url = sibling_database(DATABASE_URL, "bench")
     await asyncio.to_thread(prepare_database, database_url)
     cores = os.cpu_count() or 1
     figures: dict[str, Any] = {"cores": cores, "duration_s": duration, "started": datetime.now(UTC).isoformat()}
 
-    if not hot_routes_only:
+    if "posts" in sections or "flood" in sections:
         hash_s = median_hash_seconds()
         figures["hash_ms"] = hash_s * 1000
         figures["floor_per_s"] = cores / hash_s
@@ -216,15 +221,16 @@ async def measure(duration: float, workers: int, *, hot_routes_only: bool = Fals
         seeded = await seed(base_url)
         token = seeded.token
         loads: dict[str, Load] = {}
-        if not hot_routes_only:
+        if "posts" in sections:
             loads["register_c8"] = await run_posts(
                 base_url, connections=8, seconds=duration, make_request=register_request, prefix="reg"
             )
             loads["login_c8"] = await run_posts(
                 base_url, connections=8, seconds=duration, make_request=login_request, prefix=""
             )
-        loads.update(await measure_hot_routes(base_url, asyncpg_ceiling_url, seeded, duration))
-        if not hot_routes_only:
+        if "hot_routes" in sections:
+            loads.update(await measure_hot_routes(base_url, asyncpg_ceiling_url, seeded, duration))
+        if "stall" in sections:
             me = f"{base_url}/api/users/me/"
             loads["me_c1_alone"] = await run_wrk(me, connections=1, seconds=duration, token=token)
             loaded = await asyncio.gather(
@@ -232,6 +238,7 @@ async def measure(duration: float, workers: int, *, hot_routes_only: bool = Fals
                 run_posts(base_url, connections=8, seconds=duration, make_request=register_request, prefix="stall"),
             )
             loads["me_c1_under_register_c8"], loads["register_c8_alongside"] = loaded
+        if "flood" in sections:
             flood_seconds = max(duration, FLOOD_MIN_SECONDS)
             for kind in ("login", "register"):
                 figures[f"{kind}_flood"] = flood = await measure_flood(
@@ -244,13 +251,15 @@ async def measure(duration: float, workers: int, *, hot_routes_only: bool = Fals
         await asyncio.to_thread(server.stop)
 
     figures["loads"] = {name: {**asdict(load), "throughput": load.throughput} for name, load in loads.items()}
-    figures["generator_cpu_share_max"] = max(load.generator_cpu_share for load in loads.values())
-    figures.update(hot_route_figures(loads))
-    if hot_routes_only:
-        return figures
-    figures["register_vs_floor"] = loads["register_c8"].throughput / figures["floor_per_s"]
-    figures["login_vs_floor"] = loads["login_c8"].throughput / figures["floor_per_s"]
-    figures["stall_factor"] = loads["me_c1_under_register_c8"].p99_ms / loads["me_c1_alone"].p99_ms
+    if loads:
+        figures["generator_cpu_share_max"] = max(load.generator_cpu_share for load in loads.values())
+    if "hot_routes" in sections:
+        figures.update(hot_route_figures(loads))
+    if "posts" in sections:
+        figures["register_vs_floor"] = loads["register_c8"].throughput / figures["floor_per_s"]
+        figures["login_vs_floor"] = loads["login_c8"].throughput / figures["floor_per_s"]
+    if "stall" in sections:
+        figures["stall_factor"] = loads["me_c1_under_register_c8"].p99_ms / loads["me_c1_alone"].p99_ms
     return figures
 
 
@@ -262,11 +271,7 @@ def report(figures: dict[str, Any]) -> list[str]:
         return f"{load['throughput']:.1f}/s p50 {load['p50_ms']:.1f} ms p99 {load['p99_ms']:.1f} ms"
 
     def verdict(key: str) -> str:
-        if key not in TARGETS:
-            return ""
-        op, target = TARGETS[key]
-        met = figures[key] >= target if op == ">=" else figures[key] <= target
-        return f"  (target {op} {target:g}: {'met' if met else 'MISSED'})"
+        return common.verdict(figures[key], TARGETS.get(key))
 
     lines = [f"cores: {figures['cores']}, duration per load: {figures['duration_s']:g} s"]
     if "register_c8" in loads:
@@ -278,32 +283,39 @@ def report(figures: dict[str, Any]) -> list[str]:
             f"login c=8: {load_line('login_c8')}",
             f"login / floor: {figures['login_vs_floor']:.2f}{verdict('login_vs_floor')}",
         ]
-    lines += [
-        f"ceiling route (SELECT 1 through databases) c=32: {load_line('ceiling_c32')}",
-        f"GET /api/users/me/ c=32: {load_line('me_c32')}",
-        f"/me / ceiling throughput: {figures['me_vs_ceiling_throughput']:.2f}{verdict('me_vs_ceiling_throughput')}",
-        f"/me p99 / ceiling p99: {figures['me_p99_vs_ceiling_p99']:.2f}{verdict('me_p99_vs_ceiling_p99')}",
-        f"GET /api/cleanings/ c=32: {load_line('cleanings_c32')}",
-        f"/cleanings / ceiling throughput: {figures['cleanings_vs_ceiling_throughput']:.2f}",
-        f"/cleanings p99 / ceiling p99: {figures['cleanings_p99_vs_ceiling_p99']:.2f}",
-        f"asyncpg ceiling (minimal app, SELECT 1 through an asyncpg pool) c=32: {load_line('asyncpg_ceiling_c32')}",
-    ]
-    for key, load, label in HOT_ROUTES:
-        lines.append(f"{label} c=32: {load_line(load)}: {figures[key]:.2f} of the asyncpg ceiling{verdict(key)}")
-    lines.append(
-        f"/me p99 / asyncpg ceiling p99: {figures['me_p99_vs_asyncpg_p99']:.2f}{verdict('me_p99_vs_asyncpg_p99')}"
-    )
+    if "me_c32" in loads:
+        lines += [
+            f"ceiling route (SELECT 1 through databases) c=32: {load_line('ceiling_c32')}",
+            f"GET /api/users/me/ c=32: {load_line('me_c32')}",
+            f"/me / ceiling throughput: {figures['me_vs_ceiling_throughput']:.2f}{verdict('me_vs_ceiling_throughput')}",
+            f"/me p99 / ceiling p99: {figures['me_p99_vs_ceiling_p99']:.2f}{verdict('me_p99_vs_ceiling_p99')}",
+            f"GET /api/cleanings/ c=32: {load_line('cleanings_c32')}",
+            f"/cleanings / ceiling throughput: {figures['cleanings_vs_ceiling_throughput']:.2f}",
+            f"/cleanings p99 / ceiling p99: {figures['cleanings_p99_vs_ceiling_p99']:.2f}",
+            f"asyncpg ceiling (minimal app, SELECT 1 through an asyncpg pool) c=32: {load_line('asyncpg_ceiling_c32')}",
+        ]
+        for key, load, label in HOT_ROUTES:
+            lines.append(f"{label} c=32: {load_line(load)}: {figures[key]:.2f} of the asyncpg ceiling{verdict(key)}")
+        lines.append(
+            f"/me p99 / asyncpg ceiling p99: {figures['me_p99_vs_asyncpg_p99']:.2f}{verdict('me_p99_vs_asyncpg_p99')}"
+        )
     if "me_c1_alone" in loads:
         lines += [
             f"/me c=1 alone: {load_line('me_c1_alone')}",
             f"/me c=1 under register c=8: {load_line('me_c1_under_register_c8')}",
             f"stall factor (p99 loaded / alone): {figures['stall_factor']:.2f}{verdict('stall_factor')}",
         ]
+    if "login_flood" in figures:
+        if "register_c8" not in loads:
+            lines.append(
+                f"bcrypt floor = cores / hash time ({figures['hash_ms']:.0f} ms): {figures['floor_per_s']:.2f}/s"
+            )
         lines += report_flood("login", figures["login_flood"]) + report_flood("register", figures["register_flood"])
-    lines += [
-        f"resident memory per worker at the end: {figures['rss_mb_per_worker']} MB",
-        f"load generator CPU share (max over loads, 1.0 = one core): {figures['generator_cpu_share_max']:.2f}",
-    ]
+    lines.append(f"resident memory per worker at the end: {figures['rss_mb_per_worker']} MB")
+    if "generator_cpu_share_max" in figures:
+        lines.append(
+            f"load generator CPU share (max over loads, 1.0 = one core): {figures['generator_cpu_share_max']:.2f}"
+        )
     if "two_workers_vs_one_me" in figures:
         lines.append(
             f"/me c=32 with 2 workers / 1 worker: {figures['two_workers_vs_one_me']:.2f}"
@@ -361,6 +373,11 @@ def main() -> int:
         help="run the hot read routes and both ceilings alone (writes hot-routes.json and hot-routes.png)",
     )
     parser.add_argument(
+        "--flood-only",
+        action="store_true",
+        help="run the login and register floods alone (writes flood.json and flood.png)",
+    )
+    parser.add_argument(
         "--compare-me-with",
         metavar="REV",
         help="run this alone: GET /api/users/me/ of git revision REV (before) and of this tree (after), taking turns",
@@ -388,13 +405,15 @@ def main() -> int:
         )
         chart_me_before_after(figures["me_before_after"], RESULTS / "me-before-after.png")
         lines += report_me_before_after(figures["me_before_after"])
-    elif args.hot_routes_only:
-        figures = asyncio.run(measure(args.duration, args.workers, hot_routes_only=True))
-        chart(figures, RESULTS / "hot-routes.png")
-        (RESULTS / "hot-routes.json").write_text(json.dumps(figures, indent=2) + "\n")
+    elif args.hot_routes_only or args.flood_only:
+        name = "hot-routes" if args.hot_routes_only else "flood"
+        section = "hot_routes" if args.hot_routes_only else "flood"
+        figures = asyncio.run(measure(args.duration, args.workers, sections=(section,)))
+        chart(figures, RESULTS / f"{name}.png")
+        (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
         for line in report(figures):
             print(line)
-        print(f"wrote {RESULTS / 'hot-routes.json'} and {RESULTS / 'hot-routes.png'}")
+        print(f"wrote {RESULTS / f'{name}.json'} and {RESULTS / f'{name}.png'}")
         return 0
     elif not args.feed_only:
         figures = asyncio.run(measure(args.duration, args.workers))
