@@ -37,7 +37,7 @@ class EvaluationInDB(DateTimeModelMixin, EvaluationBase):
 
 
 class EvaluationPublic(EvaluationInDB):
-    owner: int | UserPublic | None = None
+    owner: UserPublic | int | None = None  # the user first: see CleaningPublic.owner
     cleaner: UserPublic | None = None
     cleaning: CleaningPublic | None = None
 
