@@ -7,7 +7,6 @@ from app.api.dependencies.auth import get_current_active_user
 from app.api.dependencies.database import get_repository
 from app.api.dependencies.paging import DateTimeQuery, in_utc
 from app.api.errors import error_responses
-from app.api.responses import list_response
 from app.db.repositories.base import MAX_ID
 from app.db.repositories.feed import FeedRepository
 from app.models.feed import CleaningFeedItem
@@ -50,7 +49,7 @@ async def get_cleaning_feed_for_user(
     and `event_timestamp`. For the next page, pass the last item's `event_timestamp` and `id`."""
     # Computed for each request (the tutorial froze it when the module was imported).
     cursor = datetime.now(UTC) + DEFAULT_LEAD if starting_date is None else in_utc(starting_date)
-    items = await feed_repo.fetch_cleaning_jobs_feed(
+    page = await feed_repo.fetch_cleaning_jobs_feed_json(
         starting_date=cursor, page_chunk_size=page_chunk_size, starting_id=starting_id
     )
-    return list_response(CleaningFeedItem, items)
+    return Response(content=page, media_type="application/json")

@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from app.db.json_rows import json_array, model_json
 from app.db.repositories.base import BaseRepository
 from app.db.repositories.cleanings import CLEANING_COLUMNS, cleaning_from_row
-from app.db.repositories.users import user_from_row, user_with_profile_columns
+from app.db.repositories.users import user_from_row, user_json, user_with_profile_columns
 from app.models.feed import CleaningFeedItem
 from app.models.user import UserPublic
 
@@ -51,6 +52,16 @@ FETCH_CLEANING_JOBS_FEED_QUERY = f"""
     ORDER BY e.event_timestamp DESC, e.id DESC;
 """
 
+# The same page as the JSON of its items, written by PostgreSQL (app/db/json_rows.py): what the
+# route answers, without decoding forty values a row into models only to encode them again.
+_FEED_ITEM_JSON = model_json(
+    CleaningFeedItem, {**{field: field for field in CleaningFeedItem.model_fields}, "owner": user_json(prefix="owner_")}
+)
+FETCH_CLEANING_JOBS_FEED_JSON_QUERY = f"""
+    SELECT {json_array(_FEED_ITEM_JSON, order_by="row_number")} AS page
+    FROM ({FETCH_CLEANING_JOBS_FEED_QUERY.strip().removesuffix(";")}) AS page_rows;
+"""
+
 
 class FeedRepository(BaseRepository):
     async def fetch_cleaning_jobs_feed(
@@ -63,6 +74,14 @@ class FeedRepository(BaseRepository):
         records = await self.db.fetch_all(query=FETCH_CLEANING_JOBS_FEED_QUERY, values=values)
         owners: dict[int, UserPublic] = {}  # a page often shows a few people's cleanings: each built once
         return [self.populate_cleaning_feed_item(row=record._mapping, owners=owners) for record in records]
+
+    async def fetch_cleaning_jobs_feed_json(
+        self, *, starting_date: datetime, page_chunk_size: int = 20, starting_id: int = 0
+    ) -> str:
+        """The page `fetch_cleaning_jobs_feed` reads, as the JSON of its list of items."""
+        values = {"starting_date": starting_date, "starting_id": starting_id, "page_chunk_size": page_chunk_size}
+        page: str = await self.db.fetch_val(query=FETCH_CLEANING_JOBS_FEED_JSON_QUERY, values=values)
+        return page
 
     def populate_cleaning_feed_item(
         self, *, row: Mapping[str, Any], owners: dict[int, UserPublic] | None = None

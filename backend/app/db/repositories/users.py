@@ -8,6 +8,7 @@ from databases import Database
 from databases.interfaces import Record
 
 from app.db.errors import EmailAlreadyTakenError, UsernameAlreadyTakenError
+from app.db.json_rows import NULL, model_json, nested
 from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
 from app.db.repositories.outbox import MailKind, OutboxRepository
 from app.db.repositories.profiles import PROFILE_COLUMNS, ProfilesRepository
@@ -77,6 +78,17 @@ def user_from_row(row: Mapping[str, Any], *, prefix: str = "") -> UserInDB | Non
         profile = construct(ProfilePublic, profile_fields)
     fields["profile"] = profile
     return construct(UserInDB, fields)
+
+
+def user_json(*, prefix: str) -> str:
+    """SQL: the JSON of the public view of the user a row holds under `prefix`, with their profile,
+    or null: what `UserPublic.from_user(user_from_row(row, prefix=prefix))` serializes to."""
+    profile = {field: f"{prefix}profile_{field}" for field in ProfilePublic.model_fields}
+    profile["username"], profile["email"] = f"{prefix}username", f"{prefix}email"
+    user = {field: f"{prefix}{field}" for field in UserPublic.model_fields}
+    user["access_token"] = NULL
+    user["profile"] = nested(model_json(ProfilePublic, profile), present=f"{prefix}profile_id IS NOT NULL")
+    return nested(model_json(UserPublic, user), present=f"{prefix}id IS NOT NULL")
 
 
 # Every user is read with their profile (one per user, the database enforces it), in the same
