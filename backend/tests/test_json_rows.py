@@ -1,5 +1,6 @@
 """JSON written by PostgreSQL (app/db/json_rows.py) is, byte for byte, what pydantic writes for the
-same rows: the feed answers with the former, and its clients must not see a difference."""
+same rows: the feed and the list of a cleaning's offers answer with the former, and their clients
+must not see a difference."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -10,10 +11,14 @@ from pydantic import BaseModel, Field, TypeAdapter, field_serializer
 
 from app.db.json_rows import model_json
 from app.db.repositories.feed import FeedRepository
+from app.db.repositories.offers import OffersRepository
+from app.models.cleaning import CleaningInDB
 from app.models.feed import CleaningFeedItem
+from app.models.offer import OfferPublic
 from app.models.user import UserPublic
 
 PAGE = TypeAdapter(list[CleaningFeedItem])
+OFFERS = TypeAdapter(list[OfferPublic])
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 # Text that JSON must escape, and text it must not.
@@ -110,6 +115,37 @@ async def test_the_feed_route_answers_the_json_pydantic_would_write(
     items = await FeedRepository(db).fetch_cleaning_jobs_feed(starting_date=datetime(2026, 1, 4, tzinfo=UTC))
     assert res.content == PAGE.dump_json(items)
     assert len(res.json()) == 20
+
+
+async def test_a_page_of_offers_written_by_postgresql_is_what_pydantic_writes(
+    db: Database, test_user: UserPublic, test_cleaning_with_offers: CleaningInDB
+) -> None:
+    # One offerer with a filled-in profile; the offers' timestamps with and without microseconds.
+    await db.execute(
+        "UPDATE profiles SET full_name = :text, bio = :text, image = 'https://example.com/a.png' WHERE user_id = :id",
+        {"text": AWKWARD, "id": test_user.id},
+    )
+    await db.execute(
+        "UPDATE user_offers_for_cleanings SET created_at = date_trunc('second', created_at) WHERE user_id = :id",
+        {"id": test_user.id},
+    )
+    repo = OffersRepository(db)
+    after: tuple[datetime, int] | None = None
+    seen = 0
+    for limit in (2, 2, 2, 2):
+        offers = await repo.list_offers_for_cleaning(cleaning=test_cleaning_with_offers, limit=limit, after=after)
+        written = await repo.list_offers_for_cleaning_json(cleaning=test_cleaning_with_offers, limit=limit, after=after)
+        assert written == OFFERS.dump_json(offers).decode()
+        seen += len(offers)
+        if offers:
+            assert offers[-1].created_at is not None
+            after = (offers[-1].created_at, offers[-1].user_id)
+    everything = await repo.list_offers_for_cleaning(cleaning=test_cleaning_with_offers)
+    assert (
+        await repo.list_offers_for_cleaning_json(cleaning=test_cleaning_with_offers)
+        == OFFERS.dump_json(everything).decode()
+    )
+    assert seen == len(everything) >= 4
 
 
 class WithUnion(BaseModel):

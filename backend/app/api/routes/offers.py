@@ -30,7 +30,6 @@ from app.api.dependencies.offers import (
 )
 from app.api.dependencies.paging import DateTimeQuery, in_utc
 from app.api.errors import error_responses
-from app.api.responses import list_response
 from app.db.errors import (
     CleaningAlreadyHasAcceptedOfferError,
     CleaningNotFoundError,
@@ -98,8 +97,8 @@ async def list_offers_for_cleaning(
     """Every offer for the cleaning, oldest first, each with the user who made it (the cleaning's
     owner only). Page with `limit`, and the last offer's `created_at` and `user_id` as the cursor."""
     after = (in_utc(after_created_at), after_user_id) if after_created_at is not None else None
-    offers = await offers_repo.list_offers_for_cleaning(cleaning=cleaning, limit=limit, after=after)
-    return list_response(OfferPublic, offers)
+    page = await offers_repo.list_offers_for_cleaning_json(cleaning=cleaning, limit=limit, after=after)
+    return Response(content=page, media_type="application/json")
 
 
 @router.get(

@@ -19,9 +19,10 @@ from app.db.errors import (
     OfferNotFoundError,
     OfferNotPendingError,
 )
+from app.db.json_rows import NULL, json_array, model_json
 from app.db.repositories.base import BaseRepository, as_dict
 from app.db.repositories.cleanings import CLEANING_HAS_ACCEPTED_OFFER_QUERY, LOCK_CLEANING_QUERY
-from app.db.repositories.users import UsersRepository, user_from_row, user_with_profile_columns
+from app.db.repositories.users import UsersRepository, user_from_row, user_json, user_with_profile_columns
 from app.models.cleaning import AnyCleaning
 from app.models.offer import OfferCreate, OfferInDB, OfferPublic, OfferUpdate
 from app.models.user import AnyUser, UserPublic
@@ -55,6 +56,17 @@ LIST_POPULATED_OFFERS_FOR_CLEANING_QUERY = f"""
     WHERE o.cleaning_id = :cleaning_id AND (o.created_at, o.user_id) > (:after_created_at, :after_user_id)
     ORDER BY o.created_at, o.user_id
     LIMIT :limit;
+"""
+
+# The same page as the JSON of its offers, written by PostgreSQL (app/db/json_rows.py): what the
+# list route answers.
+_OFFER_JSON = model_json(
+    OfferPublic,
+    {**{field: field for field in OFFER_FIELDS}, "user": user_json(prefix="offerer_"), "cleaning": NULL},
+)
+LIST_POPULATED_OFFERS_FOR_CLEANING_JSON_QUERY = f"""
+    SELECT {json_array(_OFFER_JSON, order_by="created_at, user_id")} AS page
+    FROM ({LIST_POPULATED_OFFERS_FOR_CLEANING_QUERY.strip().removesuffix(";")}) AS page_rows;
 """
 
 GET_OFFER_FOR_CLEANING_FROM_USER_QUERY = f"""
@@ -113,6 +125,17 @@ MARK_OFFER_COMPLETED_QUERY = f"""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # before every offer
 
 
+def _page_values(cleaning: AnyCleaning, *, limit: int | None, after: tuple[datetime, int] | None) -> dict[str, object]:
+    """The values of the queries of a page of a cleaning's offers."""
+    after_created_at, after_user_id = after or (EPOCH, 0)
+    return {
+        "cleaning_id": cleaning.id,
+        "limit": limit,
+        "after_created_at": after_created_at,
+        "after_user_id": after_user_id,
+    }
+
+
 def _offer(record: Record) -> OfferInDB:
     return OfferInDB.model_validate(as_dict(record))
 
@@ -165,13 +188,7 @@ class OffersRepository(BaseRepository):
         All of them (the tutorial's call), or a page of `limit` after the offer whose
         (created_at, user_id) is `after` (the last one of the page before).
         """
-        after_created_at, after_user_id = after or (EPOCH, 0)
-        values = {
-            "cleaning_id": cleaning.id,
-            "limit": limit,
-            "after_created_at": after_created_at,
-            "after_user_id": after_user_id,
-        }
+        values = _page_values(cleaning, limit=limit, after=after)
         if not populate:
             return [_offer(record) for record in await self.db.fetch_all(LIST_OFFERS_FOR_CLEANING_QUERY, values)]
         offers = []
@@ -181,6 +198,14 @@ class OffersRepository(BaseRepository):
             offer = {field: row[field] for field in OFFER_FIELDS}
             offers.append(OfferPublic.model_validate({**offer, "user": UserPublic.from_user(user) if user else None}))
         return offers
+
+    async def list_offers_for_cleaning_json(
+        self, *, cleaning: AnyCleaning, limit: int | None = None, after: tuple[datetime, int] | None = None
+    ) -> str:
+        """The page `list_offers_for_cleaning` reads (populated), as the JSON of its list of offers."""
+        values = _page_values(cleaning, limit=limit, after=after)
+        page: str = await self.db.fetch_val(query=LIST_POPULATED_OFFERS_FOR_CLEANING_JSON_QUERY, values=values)
+        return page
 
     async def get_offer_for_cleaning_from_user(self, *, cleaning: AnyCleaning, user: AnyUser) -> OfferInDB | None:
         values = {"cleaning_id": cleaning.id, "user_id": user.id}
