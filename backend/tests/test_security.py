@@ -300,6 +300,53 @@ class TestHostileInput:
             assert res.status_code == status.HTTP_401_UNAUTHORIZED
 
 
+class TestCrossOrigin:
+    """Any web page may call the API (tokens are never cookies): browsers are told so."""
+
+    async def test_a_preflight_is_answered_with_what_the_browser_asked_for(
+        self, app: FastAPI, client: AsyncClient
+    ) -> None:
+        res = await client.options(
+            app.url_path_for("users:update-current-user"),
+            headers={
+                "Origin": "https://app.example.com",
+                "Access-Control-Request-Method": "PUT",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+        assert res.status_code == status.HTTP_200_OK
+        assert res.headers["access-control-allow-origin"] == "*"
+        assert "PUT" in res.headers["access-control-allow-methods"].split(", ")
+        assert res.headers["access-control-allow-headers"] == "authorization, content-type"
+        assert res.headers["access-control-max-age"] == "600"
+
+    @pytest.mark.parametrize("origin", ("https://app.example.com", None))
+    async def test_every_answer_allows_any_origin_whether_or_not_the_request_names_one(
+        self, app: FastAPI, client: AsyncClient, origin: str | None
+    ) -> None:
+        headers = {"Origin": origin} if origin else {}
+        for res in (
+            await client.get(app.url_path_for("users:get-current-user"), headers=headers),  # 401
+            await client.get("/api/health/", headers=headers),
+            await client.post(app.url_path_for("users:register-new-user"), headers=headers, content=b"{" * 10),
+            await client.post(  # refused by the body limit, before the app sees it
+                app.url_path_for("users:register-new-user"),
+                headers={**headers, "Content-Length": str(MAX_REQUEST_BODY_BYTES + 1)},
+                content=b"x" * (MAX_REQUEST_BODY_BYTES + 1),
+            ),
+        ):
+            assert res.headers["access-control-allow-origin"] == "*", res
+            assert "origin" not in res.headers.get("vary", "").lower()  # the answer does not depend on it
+        assert res.status_code == status.HTTP_413_CONTENT_TOO_LARGE
+
+    async def test_options_without_a_preflight_is_still_a_405_with_the_methods_of_the_path(
+        self, app: FastAPI, client: AsyncClient
+    ) -> None:
+        res = await client.options(app.url_path_for("users:get-current-user"), headers={"Origin": "https://a.example"})
+        assert res.status_code == status.HTTP_405_METHOD_NOT_ALLOWED
+        assert "GET" in res.headers["allow"]
+
+
 class TestKeyRotation:
     async def test_tokens_signed_with_the_previous_key_keep_working_until_they_expire(
         self, db: Database, test_user: UserInDB

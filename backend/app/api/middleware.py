@@ -75,6 +75,54 @@ class LimitRequestBodySize:
         await send({"type": "http.response.body", "body": body})
 
 
+class AnyOrigin:
+    """CORS for an API that any web page may call.
+
+    Tokens travel in the Authorization header, never in cookies, so a page of another origin can
+    do nothing with the API that a script of its own could not. Every answer says
+    `Access-Control-Allow-Origin: *`, whether the request named an Origin or not, so that no
+    answer depends on it (no `Vary: Origin`: caches may share them). A preflight request (OPTIONS
+    with Origin and Access-Control-Request-Method) is answered here: any method, the headers the
+    browser asks for, remembered by the browser for ten minutes.
+    """
+
+    ALLOW_ORIGIN = (b"access-control-allow-origin", b"*")
+    PREFLIGHT = (
+        ALLOW_ORIGIN,
+        (b"access-control-allow-methods", b"DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"),
+        (b"access-control-max-age", b"600"),
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"2"),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS":
+            headers = dict(scope["headers"])
+            if b"origin" in headers and b"access-control-request-method" in headers:
+                await self.preflight(send, requested_headers=headers.get(b"access-control-request-headers"))
+                return
+
+        async def send_allowing_any_origin(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), self.ALLOW_ORIGIN]
+            await send(message)
+
+        await self.app(scope, receive, send_allowing_any_origin)
+
+    async def preflight(self, send: Send, *, requested_headers: bytes | None) -> None:
+        headers = list(self.PREFLIGHT)
+        if requested_headers is not None:
+            headers.append((b"access-control-allow-headers", requested_headers))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"OK"})
+
+
 class PlainStartupErrors:
     """Turn a start-up failure we can explain (the database is unreachable) into one clear line.
 

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from databases import DatabaseURL
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from app.api.errors import (
@@ -18,7 +17,7 @@ from app.api.errors import (
     method_not_allowed_handler,
     request_validation_exception_handler,
 )
-from app.api.middleware import LimitRequestBodySize, OneConnectionPerRead, PlainStartupErrors
+from app.api.middleware import AnyOrigin, LimitRequestBodySize, OneConnectionPerRead, PlainStartupErrors
 from app.api.routes import include_api
 from app.core import config
 from app.core.logging import configure_logging
@@ -92,14 +91,10 @@ def get_application(*, database_url: DatabaseURL | None = None) -> FastAPI:
         swagger_ui_parameters={"tryItOutEnabled": True},
     )
     app.add_middleware(OneConnectionPerRead)  # innermost: it gives the connection back as the answer starts
-    # Tokens travel in the Authorization header, not in cookies, so any origin may call the API.
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=["*"],
-        allow_methods=["*"],
-        allow_headers=["*"],
-    )
     app.add_middleware(LimitRequestBodySize, max_bytes=config.MAX_REQUEST_BODY_BYTES)
+    # CORS, outside the body limit so that a page can read a 413 too. Tokens travel in the
+    # Authorization header, never in cookies, so any origin may call the API.
+    app.add_middleware(AnyOrigin)
     app.add_middleware(PlainStartupErrors)
     app.add_exception_handler(RequestValidationError, request_validation_exception_handler)
     app.add_exception_handler(405, method_not_allowed_handler)
