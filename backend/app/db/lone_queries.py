@@ -118,45 +118,28 @@ async def _on_pooled_connection(
         await connection.release()
 
 
+def _lone(usual: Callable[..., Awaitable[Any]], name: str) -> Callable[..., Awaitable[Any]]:
+    """`Database.<name>(query, values, **options)` (options: fetch_val's `column`), straight through
+    the pool when the calling task holds no connection."""
+
+    async def lone(self: Database, query: Any, values: dict[str, Any] | None = None, **options: Any) -> Any:
+        backend = _lone_backend(self)
+        if backend is None:
+            return await usual(self, query, values, **options)
+        built = Connection._build_query(query, values)
+        return await _on_pooled_connection(backend, lambda connection: getattr(connection, name)(built, **options))
+
+    lone.__name__ = lone.__qualname__ = f"lone_{name}"
+    return lone
+
+
 def install() -> None:
     """Route `databases`' single statements straight through the pool (once per process)."""
     global _installed
     if _installed:
         return
-    fetch_all, fetch_one, fetch_val, execute = (
-        Database.fetch_all,
-        Database.fetch_one,
-        Database.fetch_val,
-        Database.execute,
-    )
-
-    async def lone_fetch_all(self: Database, query: Any, values: dict[str, Any] | None = None) -> Any:
-        backend = _lone_backend(self)
-        if backend is None:
-            return await fetch_all(self, query, values)
-        built = Connection._build_query(query, values)
-        return await _on_pooled_connection(backend, lambda connection: connection.fetch_all(built))
-
-    async def lone_fetch_one(self: Database, query: Any, values: dict[str, Any] | None = None) -> Any:
-        backend = _lone_backend(self)
-        if backend is None:
-            return await fetch_one(self, query, values)
-        built = Connection._build_query(query, values)
-        return await _on_pooled_connection(backend, lambda connection: connection.fetch_one(built))
-
-    async def lone_fetch_val(self: Database, query: Any, values: dict[str, Any] | None = None, column: Any = 0) -> Any:
-        backend = _lone_backend(self)
-        if backend is None:
-            return await fetch_val(self, query, values, column=column)
-        built = Connection._build_query(query, values)
-        return await _on_pooled_connection(backend, lambda connection: connection.fetch_val(built, column))
-
-    async def lone_execute(self: Database, query: Any, values: dict[str, Any] | None = None) -> Any:
-        backend = _lone_backend(self)
-        if backend is None:
-            return await execute(self, query, values)
-        built = Connection._build_query(query, values)
-        return await _on_pooled_connection(backend, lambda connection: connection.execute(built))
+    for name in ("fetch_all", "fetch_one", "fetch_val", "execute"):
+        setattr(Database, name, _lone(getattr(Database, name), name))
 
     acquire = PostgresConnection.acquire
 
@@ -170,8 +153,4 @@ def install() -> None:
         await acquire(self)
 
     PostgresConnection.acquire = acquire_or_take_shared  # type: ignore[method-assign]
-    Database.fetch_all = lone_fetch_all  # type: ignore[method-assign]
-    Database.fetch_one = lone_fetch_one  # type: ignore[method-assign]
-    Database.fetch_val = lone_fetch_val  # type: ignore[method-assign]
-    Database.execute = lone_execute  # type: ignore[method-assign]
     _installed = True
