@@ -1,16 +1,19 @@
 """What the benchmark's sections share: the load generators and what a load measured."""
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 HERE = Path(__file__).resolve().parent
 
@@ -26,10 +29,37 @@ class Load:
     statuses: dict[int, int] = field(default_factory=dict)
     ok_p99_ms: float | None = None  # p99 of the 2xx answers only
     generator_cpu_share: float = 0.0  # CPU seconds of the load generator per wall second
+    server_cpu_s: float | None = None  # CPU seconds of the server's processes during the load
+    database_cpu_s: float | None = None  # and of PostgreSQL's (every postgres process on the machine)
 
     @property
     def throughput(self) -> float:
         return self.requests / self.seconds
+
+
+class CpuMeter:
+    """CPU seconds spent by a server (its process and its workers) and by PostgreSQL during a load:
+    where a request's cost goes, on a machine whose cores the server, the database and the load
+    generator share."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server = psutil.Process(server_pid)
+
+    def snapshot(self) -> dict[tuple[str, int], float]:
+        server = [self.server, *self.server.children(recursive=True)]
+        database = [p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("postgres")]
+        times = {}
+        for kind, processes in (("server", server), ("database", database)):
+            for process in processes:
+                with contextlib.suppress(psutil.Error):
+                    cpu = process.cpu_times()
+                    times[kind, process.pid] = cpu.user + cpu.system
+        return times
+
+    @staticmethod
+    def spent(before: dict[tuple[str, int], float], after: dict[tuple[str, int], float], kind: str) -> float:
+        # Processes alive at both ends only: a connection's backend that ended took its count with it.
+        return sum(after[key] - before[key] for key in before.keys() & after.keys() if key[0] == kind)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -107,13 +137,27 @@ async def run_posts(base_url: str, *, connections: int, seconds: float, make_req
 
 
 async def take_turns(
-    routes: dict[str, tuple[str, str | None]], *, connections: int, slice_seconds: int, slices: int
+    routes: dict[str, tuple[str, str | None]],
+    *,
+    connections: int,
+    slice_seconds: int,
+    slices: int,
+    meters: dict[str, CpuMeter] | None = None,
 ) -> dict[str, list[Load]]:
-    """wrk on each route in turn (A B A B ...), `slices` times; every slice's load, in order."""
+    """wrk on each route in turn (A B A B ...), `slices` times; every slice's load, in order.
+
+    With `meters` (by route), each slice also counts the CPU its server and PostgreSQL spent."""
     runs: dict[str, list[Load]] = {name: [] for name in routes}
     for _ in range(slices):
         for name, (url, token) in routes.items():
-            runs[name].append(await run_wrk(url, connections=connections, seconds=slice_seconds, token=token))
+            meter = (meters or {}).get(name)
+            before = meter.snapshot() if meter else {}
+            load = await run_wrk(url, connections=connections, seconds=slice_seconds, token=token)
+            if meter:
+                after = meter.snapshot()
+                load.server_cpu_s = meter.spent(before, after, "server")
+                load.database_cpu_s = meter.spent(before, after, "database")
+            runs[name].append(load)
     return runs
 
 
@@ -126,15 +170,27 @@ def combined(loads: list[Load]) -> Load:
         p99_ms=statistics.median(load.p99_ms for load in loads),
         statuses={200: sum(load.requests for load in loads)},
         generator_cpu_share=max(load.generator_cpu_share for load in loads),
+        server_cpu_s=_total(load.server_cpu_s for load in loads),
+        database_cpu_s=_total(load.database_cpu_s for load in loads),
     )
 
 
+def _total(values: Iterable[float | None]) -> float | None:
+    counted = list(values)
+    return None if None in counted else sum(value for value in counted if value is not None)
+
+
 async def interleaved(
-    routes: dict[str, tuple[str, str | None]], *, connections: int, seconds: float, slices: int = 4
+    routes: dict[str, tuple[str, str | None]],
+    *,
+    connections: int,
+    seconds: float,
+    slices: int = 4,
+    meters: dict[str, CpuMeter] | None = None,
 ) -> dict[str, Load]:
     """wrk on each route in turn, `slices` times; throughput over all slices, the median slice's p50/p99."""
     slice_seconds = max(1, int(seconds // slices))  # wrk takes whole seconds
-    runs = await take_turns(routes, connections=connections, slice_seconds=slice_seconds, slices=slices)
+    runs = await take_turns(routes, connections=connections, slice_seconds=slice_seconds, slices=slices, meters=meters)
     return {name: combined(loads) for name, loads in runs.items()}
 
 

@@ -56,7 +56,7 @@ from app.db.admin import sibling_database
 from app.services import auth_service
 from benchmarks import common
 from benchmarks.before_after import chart_me_before_after, measure_me_before_after, report_me_before_after
-from benchmarks.common import HERE, Load, interleaved, register_request, run_posts, run_wrk
+from benchmarks.common import HERE, CpuMeter, Load, interleaved, register_request, run_posts, run_wrk
 from benchmarks.feed import chart_feed, measure_feed, report_feed
 from benchmarks.flood import TARGETS as FLOOD_TARGETS
 from benchmarks.flood import measure_flood, report_flood
@@ -157,10 +157,12 @@ async def seed(base_url: str) -> Seeded:
 
 
 async def measure_hot_routes(
-    base_url: str, asyncpg_ceiling_url: str, seeded: Seeded, duration: float
+    server: ServerProcess, asyncpg_ceiling: ServerProcess, seeded: Seeded, duration: float
 ) -> dict[str, Load]:
     """The hot read routes and both ceilings at c=32, taking turns a slice at a time, so that a
-    change in the machine's load during the run falls on all of them alike."""
+    change in the machine's load during the run falls on all of them alike; with the CPU each
+    request cost its server and PostgreSQL."""
+    base_url, asyncpg_ceiling_url = server.base_url, asyncpg_ceiling.base_url
     token = seeded.token
     cleaning = f"{base_url}/api/cleanings/{seeded.cleaning_id}/"
     routes = {
@@ -181,7 +183,10 @@ async def measure_hot_routes(
             expected = {"offers_c32": OFFERERS, "feed_c32": 20}.get(name)
             if expected is not None and len(res.json()) != expected:
                 raise RuntimeError(f"{url} answered {len(res.json())} items, not {expected}")
-    return await interleaved(routes, connections=32, seconds=duration)
+    assert server.process is not None and asyncpg_ceiling.process is not None
+    service, ceiling = CpuMeter(server.process.pid), CpuMeter(asyncpg_ceiling.process.pid)
+    meters = {name: ceiling if name == "asyncpg_ceiling_c32" else service for name in routes}
+    return await interleaved(routes, connections=32, seconds=duration, meters=meters)
 
 
 def hot_route_figures(loads: dict[str, Load]) -> dict[str, float]:
@@ -217,7 +222,7 @@ async def measure(duration: float, workers: int, *, sections: tuple[str, ...] = 
     )
     base_url = await asyncio.to_thread(server.start)
     try:
-        asyncpg_ceiling_url = await asyncio.to_thread(asyncpg_ceiling.start)
+        await asyncio.to_thread(asyncpg_ceiling.start)
         seeded = await seed(base_url)
         token = seeded.token
         loads: dict[str, Load] = {}
@@ -229,7 +234,7 @@ async def measure(duration: float, workers: int, *, sections: tuple[str, ...] = 
                 base_url, connections=8, seconds=duration, make_request=login_request, prefix=""
             )
         if "hot_routes" in sections:
-            loads.update(await measure_hot_routes(base_url, asyncpg_ceiling_url, seeded, duration))
+            loads.update(await measure_hot_routes(server, asyncpg_ceiling, seeded, duration))
         if "stall" in sections:
             me = f"{base_url}/api/users/me/"
             loads["me_c1_alone"] = await run_wrk(me, connections=1, seconds=duration, token=token)
@@ -273,6 +278,13 @@ def report(figures: dict[str, Any]) -> list[str]:
     def verdict(key: str) -> str:
         return common.verdict(figures[key], TARGETS.get(key))
 
+    def cpu_line(name: str) -> str:
+        load = loads[name]
+        server, database = load.get("server_cpu_s"), load.get("database_cpu_s")
+        if server is None or database is None or not load["requests"]:
+            return "not measured"
+        return f"{server / load['requests'] * 1e6:.0f} / {database / load['requests'] * 1e6:.0f}"
+
     lines = [f"cores: {figures['cores']}, duration per load: {figures['duration_s']:g} s"]
     if "register_c8" in loads:
         lines += [
@@ -296,6 +308,9 @@ def report(figures: dict[str, Any]) -> list[str]:
         ]
         for key, load, label in HOT_ROUTES:
             lines.append(f"{label} c=32: {load_line(load)}: {figures[key]:.2f} of the asyncpg ceiling{verdict(key)}")
+        lines.append("CPU per request (server process / PostgreSQL), in microseconds:")
+        for name in ("asyncpg_ceiling_c32", *(load for _, load, _ in HOT_ROUTES)):
+            lines.append(f"  {name}: {cpu_line(name)}")
         lines.append(
             f"/me p99 / asyncpg ceiling p99: {figures['me_p99_vs_asyncpg_p99']:.2f}{verdict('me_p99_vs_asyncpg_p99')}"
         )
