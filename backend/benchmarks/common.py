@@ -194,6 +194,24 @@ async def interleaved(
     return {name: combined(loads) for name, loads in runs.items()}
 
 
+def login_request(_: str) -> tuple[str, str, dict[str, Any]]:
+    """The bencher's login form (the logins the benchmark loads the server with)."""
+    return "POST", "/api/users/login/token/", {"data": {"username": "bencher", "password": "benchmark-pass"}}
+
+
+async def log_in(base_url: str, username: str = "bencher") -> str:
+    """A fresh access token of a user seeded with the benchmark's password.
+
+    A section that follows the logins of another takes a fresh one: each login starts a session,
+    and past SESSIONS_MAX_PER_USER the least recently used ones end (the seeded token's with them).
+    """
+    form = {"username": username, "password": "benchmark-pass"}
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        res = await http.post("/api/users/login/token/", data=form)
+        res.raise_for_status()
+        return str(res.json()["access_token"])
+
+
 def register_request(name: str) -> tuple[str, str, dict[str, Any]]:
     body = {"new_user": {"email": f"{name}@example.com", "username": name, "password": "benchmark-pass"}}
     return "POST", "/api/users/", {"json": body}

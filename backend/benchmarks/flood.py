@@ -26,7 +26,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 from benchmarks import common
-from benchmarks.common import Load, percentile, register_request, run_wrk
+from benchmarks.common import Load, login_request, percentile, register_request, run_wrk
 
 CONNECTIONS = 64
 PROBE_PACE_MS = 20  # /me about fifty times a second
@@ -42,10 +42,6 @@ TARGETS = {
 }
 
 Request = tuple[str, str, dict[str, Any]]
-
-
-def login_request(_: str) -> Request:
-    return "POST", "/api/users/login/token/", {"data": {"username": "bencher", "password": "benchmark-pass"}}
 
 
 async def probe(base_url: str, token: str, *, seconds: float) -> Load:
@@ -118,6 +114,9 @@ async def measure_flood(base_url: str, token: str, *, kind: str, seconds: float,
         probe(base_url, token, seconds=seconds),
     )
     flood_seconds = time.perf_counter() - started
+    for load in (idle, loaded):
+        if load.statuses.get(200) != load.requests:  # a 401 is cheap: it would flatter the figure
+            raise RuntimeError(f"the /me probe got {load.requests - load.statuses.get(200, 0)} answers other than 200")
     # The clients stop sending at `until`; the requests they have in flight are still answered.
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
         recovery = await seconds_to_log_in(http, since=until)

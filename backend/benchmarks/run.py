@@ -56,7 +56,17 @@ from app.db.admin import sibling_database
 from app.services import auth_service
 from benchmarks import common
 from benchmarks.before_after import chart_me_before_after, measure_me_before_after, report_me_before_after
-from benchmarks.common import HERE, CpuMeter, Load, interleaved, register_request, run_posts, run_wrk
+from benchmarks.common import (
+    HERE,
+    CpuMeter,
+    Load,
+    interleaved,
+    log_in,
+    login_request,
+    register_request,
+    run_posts,
+    run_wrk,
+)
 from benchmarks.feed import chart_feed, measure_feed, report_feed
 from benchmarks.flood import TARGETS as FLOOD_TARGETS
 from benchmarks.flood import measure_flood, report_flood
@@ -104,10 +114,6 @@ OFFERERS = 3
 CLEANINGS_PER_OFFERER = 4
 
 
-def login_request(_: str) -> tuple[str, str, dict[str, Any]]:
-    return "POST", "/api/users/login/token/", {"data": {"username": "bencher", "password": "benchmark-pass"}}
-
-
 def median_hash_seconds(samples: int = 7) -> float:
     salt = auth_service.generate_salt()
     times = []
@@ -127,8 +133,8 @@ def worker_rss_mb(server: ServerProcess) -> list[float]:
 
 @dataclass(frozen=True)
 class Seeded:
-    token: str  # the bencher's
     cleaning_id: int  # the bencher's first cleaning, with an offer from each offerer
+    prober_token: str  # of a user nobody else logs in as: the /me probes beside the loads
 
 
 async def seed(base_url: str) -> Seeded:
@@ -153,17 +159,20 @@ async def seed(base_url: str) -> Seeded:
             for i in range(CLEANINGS_PER_OFFERER):
                 await post_cleaning(offerer, f"room {i} of offerer {n}", 20 + i)
             (await http.post(f"/api/cleanings/{ids[0]}/offers/", headers=offerer)).raise_for_status()
-    return Seeded(token=bencher["Authorization"].removeprefix("Bearer "), cleaning_id=ids[0])
+        prober = await register("prober")
+    return Seeded(
+        cleaning_id=ids[0],
+        prober_token=prober["Authorization"].removeprefix("Bearer "),
+    )
 
 
 async def measure_hot_routes(
-    server: ServerProcess, asyncpg_ceiling: ServerProcess, seeded: Seeded, duration: float
+    server: ServerProcess, asyncpg_ceiling: ServerProcess, seeded: Seeded, token: str, duration: float
 ) -> dict[str, Load]:
     """The hot read routes and both ceilings at c=32, taking turns a slice at a time, so that a
     change in the machine's load during the run falls on all of them alike; with the CPU each
     request cost its server and PostgreSQL."""
     base_url, asyncpg_ceiling_url = server.base_url, asyncpg_ceiling.base_url
-    token = seeded.token
     cleaning = f"{base_url}/api/cleanings/{seeded.cleaning_id}/"
     routes = {
         "asyncpg_ceiling_c32": (f"{asyncpg_ceiling_url}/bench/asyncpg-ceiling/", None),
@@ -224,7 +233,6 @@ async def measure(duration: float, workers: int, *, sections: tuple[str, ...] = 
     try:
         await asyncio.to_thread(asyncpg_ceiling.start)
         seeded = await seed(base_url)
-        token = seeded.token
         loads: dict[str, Load] = {}
         if "posts" in sections:
             loads["register_c8"] = await run_posts(
@@ -234,12 +242,14 @@ async def measure(duration: float, workers: int, *, sections: tuple[str, ...] = 
                 base_url, connections=8, seconds=duration, make_request=login_request, prefix=""
             )
         if "hot_routes" in sections:
-            loads.update(await measure_hot_routes(server, asyncpg_ceiling, seeded, duration))
+            token = await log_in(base_url)  # the seeded session ended if the logins above made 100 more
+            loads.update(await measure_hot_routes(server, asyncpg_ceiling, seeded, token, duration))
         if "stall" in sections:
             me = f"{base_url}/api/users/me/"
-            loads["me_c1_alone"] = await run_wrk(me, connections=1, seconds=duration, token=token)
+            probe = seeded.prober_token
+            loads["me_c1_alone"] = await run_wrk(me, connections=1, seconds=duration, token=probe)
             loaded = await asyncio.gather(
-                run_wrk(me, connections=1, seconds=duration, token=token),
+                run_wrk(me, connections=1, seconds=duration, token=probe),
                 run_posts(base_url, connections=8, seconds=duration, make_request=register_request, prefix="stall"),
             )
             loads["me_c1_under_register_c8"], loads["register_c8_alongside"] = loaded
@@ -247,7 +257,7 @@ async def measure(duration: float, workers: int, *, sections: tuple[str, ...] = 
             flood_seconds = max(duration, FLOOD_MIN_SECONDS)
             for kind in ("login", "register"):
                 figures[f"{kind}_flood"] = flood = await measure_flood(
-                    base_url, token, kind=kind, seconds=flood_seconds, floor_per_s=figures["floor_per_s"]
+                    base_url, seeded.prober_token, kind=kind, seconds=flood_seconds, floor_per_s=figures["floor_per_s"]
                 )
                 figures.update({key: flood[key] for key in FLOOD_TARGETS if key in flood})
         figures["rss_mb_per_worker"] = worker_rss_mb(server)
@@ -454,9 +464,7 @@ async def two_workers_vs_one(duration: float) -> float:
         server = ServerProcess(database_url, env=SERVER_ENV, workers=workers)
         base_url = await asyncio.to_thread(server.start)
         try:
-            async with httpx.AsyncClient(base_url=base_url) as http:
-                form = {"username": "bencher", "password": "benchmark-pass"}
-                token = (await http.post("/api/users/login/token/", data=form)).json()["access_token"]
+            token = await log_in(base_url)
             load = await run_wrk(f"{base_url}/api/users/me/", connections=32, seconds=duration, token=token)
             throughput[workers] = load.throughput
         finally:
