@@ -1,7 +1,9 @@
 """A statement on its own skips `databases`' Connection (app/db/lone_queries.py): nothing but the cost changes."""
 
+import ast
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -12,6 +14,7 @@ from databases.core import Connection
 from fastapi import FastAPI, status
 from httpx import AsyncClient
 
+import app as app_package
 from app.db import lone_queries
 from app.models.cleaning import CleaningInDB
 
@@ -21,6 +24,27 @@ CALLS: dict[str, Callable[[Database], Awaitable[Any]]] = {
     "fetch_val": lambda db: db.fetch_val("SELECT 1, CAST(:two AS int)", {"two": 2}, column=1),
     "execute": lambda db: db.execute("SELECT CAST(:value AS text)", {"value": "x"}),
 }
+
+
+SERVICE_SOURCES = [path for path in Path(app_package.__file__).parent.rglob("*.py") if "migrations" not in path.parts]
+
+
+def code_strings(path: Path) -> list[str]:
+    """The string constants of a module, but its docstrings."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
 
 
 def rows(result: Any) -> Any:
@@ -177,3 +201,65 @@ class TestReadRequests:
         for _ in range(2 * db._backend._pool.get_max_size()):
             res = await asyncio.wait_for(authorized_client.get(path), timeout=10)
             assert res.status_code == status.HTTP_404_NOT_FOUND
+
+
+class TestThePool:
+    """Connections go back to the pool without asyncpg's reset query (app/db/tasks.py::keep_session),
+    and tasks wait for them in line (lone_queries._turns)."""
+
+    def test_no_statement_of_the_service_changes_a_session_outside_its_transaction(self) -> None:
+        # What makes the reset query unnecessary. Every string in the service's code (its SQL, and
+        # the pieces of the f-strings that build it; not its docstrings) is checked.
+        strings = [text for path in SERVICE_SOURCES for text in code_strings(path)]
+        assert sum("SELECT" in text for text in strings) >= 30  # the SQL was found
+        for text in strings:
+            for statement in text.split(";"):
+                words = statement.split()
+                assert not words or words[0] not in {"SET", "RESET", "LISTEN", "DECLARE", "PREPARE", "DISCARD"}, text
+            for session_level in ("pg_advisory_lock", "pg_advisory_unlock", "set_config(", "SET SESSION", "LISTEN "):
+                assert session_level not in text, text
+
+    async def test_a_connection_left_in_a_transaction_comes_back_rolled_back(self, db: Database) -> None:
+        pool = db._backend._pool
+        async with pool.acquire() as connection:
+            await connection.execute("BEGIN")
+            await connection.execute("CREATE TEMPORARY TABLE left_open (n int)")
+        held = [await pool.acquire() for _ in range(pool.get_max_size())]  # every connection, that one too
+        try:
+            for connection in held:
+                assert not connection.is_in_transaction()
+                assert await connection.fetchval("SELECT to_regclass('pg_temp.left_open')") is None
+        finally:
+            for connection in held:
+                await pool.release(connection)
+
+    async def test_a_task_that_stops_waiting_for_a_connection_gives_its_turn_back(self, db: Database) -> None:
+        size = db._backend._pool.get_max_size()
+        busy = [asyncio.create_task(db.fetch_val("SELECT pg_sleep(0.3)")) for _ in range(size)]
+        await asyncio.sleep(0.05)  # every connection taken
+        impatient = [asyncio.create_task(db.fetch_val("SELECT 1")) for _ in range(size)]
+        await asyncio.sleep(0.05)
+        for task in impatient:
+            task.cancel()
+        await asyncio.gather(*busy)
+        # Every turn came back: as many statements as connections still run side by side.
+        pids = await asyncio.wait_for(
+            asyncio.gather(*(db.fetch_val("SELECT pg_backend_pid() FROM pg_sleep(0.1)") for _ in range(size))), 10
+        )
+        assert len(set(pids)) == size
+
+    async def test_waiting_statements_get_their_connection_in_the_order_they_asked(self, db: Database) -> None:
+        size = db._backend._pool.get_max_size()
+        done: list[int] = []
+
+        async def statement(number: int) -> None:
+            await db.fetch_val("SELECT pg_sleep(0.15)")
+            done.append(number)
+
+        tasks = []
+        for number in range(3 * size):  # three waves of `size`, asked for in this order
+            tasks.append(asyncio.create_task(statement(number)))
+            await asyncio.sleep(0)
+        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+        waves = [sorted(done[wave * size : (wave + 1) * size]) for wave in range(3)]
+        assert waves == [list(range(wave * size, (wave + 1) * size)) for wave in range(3)]

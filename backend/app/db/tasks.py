@@ -2,6 +2,7 @@ import asyncio
 import logging
 import time
 
+import asyncpg
 from databases import Database, DatabaseURL
 from fastapi import FastAPI
 
@@ -15,6 +16,17 @@ from app.db import lone_queries, statements
 from app.db.errors import DATABASE_UNAVAILABLE_ERRORS, DatabaseUnreachableError
 
 logger = logging.getLogger(__name__)
+
+
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """What a connection needs before it goes back to the pool, beyond the rollback of an open
+    transaction that asyncpg always does: nothing.
+
+    asyncpg's default sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on
+    every release: a round trip per request, for PostgreSQL and for the event loop. Phresh never
+    changes a session's state outside a transaction (no SET, LISTEN, advisory lock or held cursor;
+    tests/test_lone_queries.py checks every statement of the repositories for them).
+    """
 
 
 async def connect_to_db(
@@ -32,6 +44,7 @@ async def connect_to_db(
         min_size=DB_POOL_MIN_SIZE,
         max_size=DB_POOL_MAX_SIZE,
         statement_cache_size=DB_STATEMENT_CACHE_SIZE,
+        reset=keep_session,
     )
     where = database_url.obscure_password
     deadline = time.monotonic() + give_up_after
