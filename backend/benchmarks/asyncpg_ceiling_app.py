@@ -3,7 +3,8 @@
 The ceiling route of benchmarks/ceiling_app.py goes through `databases`, so it carries
 `databases`' own cost, and the app's middleware. This app has neither: no middleware, no
 `databases`, no dependency; the route takes a connection from an asyncpg pool sized and configured
-as the app's (the same settings, the same database) and answers as the other ceiling does. Its
+as the app's (the same settings, the same database, no reset query, turns taken in order) and
+answers as the other ceiling does. Its
 start-up objects are frozen out of the cyclic collector's way, as the app's are. The
 benchmark serves it with uvicorn, as a process of its own with the main server's options; it is
 never part of the public API.
@@ -12,6 +13,7 @@ GET /bench/asyncpg-ceiling/   {"one": 1}
 GET /api/health/ready/        200 once the pool is open (what scripts/live_server.py waits for)
 """
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +23,7 @@ from fastapi import FastAPI, Request
 
 from app.core.config import DATABASE_URL, DB_POOL_MAX_SIZE, DB_POOL_MIN_SIZE, DB_STATEMENT_CACHE_SIZE
 from app.db.admin import libpq_url
+from app.db.tasks import keep_session
 
 
 @asynccontextmanager
@@ -30,7 +33,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         min_size=DB_POOL_MIN_SIZE,
         max_size=DB_POOL_MAX_SIZE,
         statement_cache_size=DB_STATEMENT_CACHE_SIZE,
+        reset=keep_session,  # as the app's pool: no reset query when a connection goes back
     )
+    # Turns at the pool taken in order, as the app's statements take them (app/db/lone_queries.py).
+    app.state.turns = asyncio.Semaphore(DB_POOL_MAX_SIZE)
     # As the app under benchmark does (app/api/server.py): what start-up made is out of the cyclic
     # collector's way, so neither pays for full passes over it.
     gc.collect()
@@ -46,7 +52,7 @@ app = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
 
 @app.get("/bench/asyncpg-ceiling/")
 async def asyncpg_ceiling(request: Request) -> dict[str, int]:
-    async with request.app.state.pool.acquire() as connection:
+    async with request.app.state.turns, request.app.state.pool.acquire() as connection:
         return {"one": int(await connection.fetchval("SELECT 1"))}
 
 
