@@ -31,7 +31,7 @@ _TIMESTAMP = r"""'\"YYYY-MM-DD"T"HH24:MI:SS.US"Z"\"'"""
 
 def model_json(model: type[BaseModel], columns: Mapping[str, str]) -> str:
     """SQL text of the JSON object of `model`: `columns` holds a SQL expression for every field
-    (a column, NULL, or for a nested model the `model_json` of it, wrapped in `nullable`)."""
+    (a column, NULL, or for a nested model its own `model_json`, wrapped in `nested`)."""
     _refuse_custom_serialization(model)
     parts = []
     for name, field in model.model_fields.items():
