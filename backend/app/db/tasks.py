@@ -1,6 +1,7 @@
 import asyncio
 import logging
 import time
+from typing import Any
 
 import asyncpg
 from databases import Database, DatabaseURL
@@ -25,8 +26,17 @@ async def keep_session(connection: asyncpg.Connection) -> None:
     asyncpg's default sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on
     every release: a round trip per request, for PostgreSQL and for the event loop. Phresh never
     changes a session's state outside a transaction (no SET, LISTEN, advisory lock or held cursor;
-    tests/test_lone_queries.py checks every statement of the repositories for them).
+    tests/test_lone_queries.py checks every string of the service's code for them).
     """
+
+
+# asyncpg's pool settings (the benchmark's asyncpg ceiling takes the same ones).
+POOL_OPTIONS: dict[str, Any] = {
+    "min_size": DB_POOL_MIN_SIZE,
+    "max_size": DB_POOL_MAX_SIZE,
+    "statement_cache_size": DB_STATEMENT_CACHE_SIZE,
+    "reset": keep_session,
+}
 
 
 async def connect_to_db(
@@ -39,13 +49,7 @@ async def connect_to_db(
     """
     statements.install()
     lone_queries.install()
-    database = Database(
-        str(database_url),
-        min_size=DB_POOL_MIN_SIZE,
-        max_size=DB_POOL_MAX_SIZE,
-        statement_cache_size=DB_STATEMENT_CACHE_SIZE,
-        reset=keep_session,
-    )
+    database = Database(str(database_url), **POOL_OPTIONS)
     where = database_url.obscure_password
     deadline = time.monotonic() + give_up_after
     delay = 0.25

@@ -8,6 +8,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 from fastapi.security.base import SecurityBase
 
+from app.api.dependencies.database import database_of
 from app.core.config import API_PREFIX
 from app.db.repositories.sessions import SessionsRepository
 from app.models.user import UserInDB
@@ -73,7 +74,7 @@ class ActiveUserFromToken(SecurityBase):
     async def __call__(self, request: Request) -> UserInDB:
         token = await self.scheme(request)  # no bearer token: 401 "Not authenticated"
         assert token is not None  # the scheme refuses instead (auto_error)
-        user = await get_user_from_token(token=token, db=request.app.state._db)  # the pool, as get_database reads it
+        user = await get_user_from_token(token=token, db=database_of(request))
         if not user.is_active:
             raise unauthorized(NOT_ACTIVE)
         return user

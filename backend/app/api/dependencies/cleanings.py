@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Request, status
 
 from app.api.dependencies.auth import CurrentUser
-from app.api.dependencies.database import get_repository
+from app.api.dependencies.database import database_of, get_repository
 from app.db.repositories.cleanings import CleaningsRepository
 from app.models.cleaning import AnyCleaning, CleaningPublic
 from app.models.user import AnyUser, UserPublic
@@ -28,7 +28,7 @@ async def get_cleaning_by_id_from_path(
     """The cleaning the path names, with its owner embedded (any logged-in user may read it)."""
     # The repository is made here rather than by a dependency of its own: each dependency FastAPI
     # solves costs about 20 µs, and this one is under most of the marketplace's routes.
-    cleanings_repo = CleaningsRepository(request.app.state._db)
+    cleanings_repo = CleaningsRepository(database_of(request))
     cleaning = await cleanings_repo.get_cleaning_by_id(id=cleaning_id, requesting_user=current_user)
     if cleaning is None:
         raise cleaning_not_found()

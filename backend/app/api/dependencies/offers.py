@@ -10,7 +10,7 @@ from fastapi import Depends, HTTPException, Path, Request, status
 
 from app.api.dependencies.auth import CurrentUser
 from app.api.dependencies.cleanings import CleaningFromPath, cleaning_not_found, user_owns_cleaning
-from app.api.dependencies.database import get_repository
+from app.api.dependencies.database import database_of, get_repository
 from app.api.dependencies.users import UserFromPath
 from app.db.repositories.cleanings import CleaningsRepository
 from app.db.repositories.offers import OffersRepository
@@ -100,7 +100,7 @@ async def check_offer_list_permissions(
     check beside it would: each dependency FastAPI solves costs about 20 µs (docs/performance.md),
     and the list needs the cleaning's owner, not the owner's account and profile.
     """
-    cleaning = await CleaningsRepository(request.app.state._db).get_cleaning_by_id(id=cleaning_id, populate=False)
+    cleaning = await CleaningsRepository(database_of(request)).get_cleaning_by_id(id=cleaning_id, populate=False)
     if cleaning is None:
         raise cleaning_not_found()
     if not user_owns_cleaning(user=current_user, cleaning=cleaning):

@@ -72,8 +72,7 @@ class FeedRepository(BaseRepository):
         item's event_timestamp and id, the page right after that item."""
         values = {"starting_date": starting_date, "starting_id": starting_id, "page_chunk_size": page_chunk_size}
         records = await self.db.fetch_all(query=FETCH_CLEANING_JOBS_FEED_QUERY, values=values)
-        owners: dict[int, UserPublic] = {}  # a page often shows a few people's cleanings: each built once
-        return [self.populate_cleaning_feed_item(row=record._mapping, owners=owners) for record in records]
+        return [self.populate_cleaning_feed_item(row=record._mapping) for record in records]
 
     async def fetch_cleaning_jobs_feed_json(
         self, *, starting_date: datetime, page_chunk_size: int = 20, starting_id: int = 0
@@ -83,16 +82,7 @@ class FeedRepository(BaseRepository):
         page: str = await self.db.fetch_val(query=FETCH_CLEANING_JOBS_FEED_JSON_QUERY, values=values)
         return page
 
-    def populate_cleaning_feed_item(
-        self, *, row: Mapping[str, Any], owners: dict[int, UserPublic] | None = None
-    ) -> CleaningFeedItem:
-        """The item a row of the feed's query holds; `owners`, the owners built so far for its page."""
-        owner_id = row["owner_id"]
-        owner = None if owners is None or owner_id is None else owners.get(owner_id)
-        if owner is None and owner_id is not None:
-            stored = user_from_row(row, prefix="owner_")
-            assert stored is not None
-            owner = UserPublic.from_user(stored)
-            if owners is not None:
-                owners[owner_id] = owner
-        return cleaning_from_row(CleaningFeedItem, row, owner=owner)
+    def populate_cleaning_feed_item(self, *, row: Mapping[str, Any]) -> CleaningFeedItem:
+        """The item a row of the feed's query holds (the route answers with the JSON query instead)."""
+        owner = user_from_row(row, prefix="owner_")
+        return cleaning_from_row(CleaningFeedItem, row, owner=UserPublic.from_user(owner) if owner else None)
