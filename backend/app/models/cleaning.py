@@ -4,12 +4,19 @@ from typing import Annotated
 from pydantic import Field, Strict, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from app.models.core import CoreModel, DateTimeModelMixin, IDModelMixin, Text
+from app.models.core import CoreModel, DateTimeModelMixin, IDModelMixin, Text, number_text
 from app.models.user import UserPublic
 
 # The column is numeric(10, 2): anything that rounds past 99,999,999.99 would overflow it.
-# Strict: a number, not `true` or "12" (integers are numbers too).
-Price = Annotated[float, Strict(), Field(ge=0, le=99_999_999.99, allow_inf_nan=False)]
+MAX_PRICE = 99_999_999.99
+# A number (integers are numbers too), or the text of one as a form sends it ("29.99", "30"):
+# never `true`, NaN or Infinity. Text has at most 8 digits before the point, as the column.
+Price = Annotated[
+    float,
+    Strict(),
+    Field(ge=0, le=MAX_PRICE, allow_inf_nan=False),
+    *number_text({"type": "number", "minimum": 0, "maximum": MAX_PRICE}, r"\+?([0-9]{1,8}(\.[0-9]*)?|\.[0-9]+)", float),
+]
 # Names are indexed, and a b-tree entry must stay well under PostgreSQL's ~2.7 kB limit.
 CleaningName = Annotated[Text, Field(min_length=1, max_length=200)]
 

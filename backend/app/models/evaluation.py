@@ -2,19 +2,27 @@
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field, Strict
 
 from app.models.cleaning import CleaningPublic
-from app.models.core import CoreModel, DateTimeModelMixin, Text
+from app.models.core import CoreModel, DateTimeModelMixin, FormBool, Text, integral_float, number_text
 from app.models.user import UserPublic
 
-Rating = Annotated[int, Field(ge=0, le=5)]
+# 0 to 5, as a number or as a form's text ("4"); never a boolean, and never 4.5 cut to 4. The
+# text pattern spells the range itself, so that text the document allows is never refused.
+Rating = Annotated[
+    int,
+    Strict(),
+    Field(ge=0, le=5),
+    BeforeValidator(integral_float),
+    *number_text({"type": "integer", "minimum": 0, "maximum": 5}, r"\+?0{0,2}[0-5]", int),
+]
 Headline = Annotated[Text, Field(max_length=200)]
 Comment = Annotated[Text, Field(max_length=5000)]
 
 
 class EvaluationBase(CoreModel):
-    no_show: bool = False
+    no_show: FormBool = False
     headline: Headline | None = None
     comment: Comment | None = None
     professionalism: Rating | None = None
