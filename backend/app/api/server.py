@@ -18,6 +18,7 @@ from app.api.errors import (
     request_validation_exception_handler,
 )
 from app.api.middleware import AnyOrigin, LimitRequestBodySize, OneConnectionPerRead, PlainStartupErrors
+from app.api.openapi import check_operation_ids, operation_id, use_named_body_schemas
 from app.api.routes import include_api
 from app.core import config
 from app.core.logging import configure_logging
@@ -89,7 +90,10 @@ def get_application(*, database_url: DatabaseURL | None = None) -> FastAPI:
         description=API_DESCRIPTION,
         lifespan=lifespan,
         swagger_ui_parameters={"tryItOutEnabled": True},
+        # Names in generated clients: each operation's id is its route's name (app/api/openapi.py).
+        generate_unique_id_function=operation_id,
     )
+    use_named_body_schemas(app)
     app.add_middleware(OneConnectionPerRead)  # innermost: it gives the connection back as the answer starts
     app.add_middleware(LimitRequestBodySize, max_bytes=config.MAX_REQUEST_BODY_BYTES)
     # CORS, outside the body limit so that a page can read a 413 too. Tokens travel in the
@@ -107,6 +111,7 @@ def get_application(*, database_url: DatabaseURL | None = None) -> FastAPI:
     # Each request is matched against the routes in order: the API's first, then the docs' (their
     # paths overlap none of the API's).
     app.router.routes[:] = [*app.router.routes[len(docs_routes) :], *docs_routes]
+    check_operation_ids(app.routes)
     return app
 
 

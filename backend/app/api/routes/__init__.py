@@ -4,6 +4,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
+from app.api.openapi import operation_id
 from app.api.routes.cleanings import router as cleanings_router
 from app.api.routes.evaluations import router as evaluations_router
 from app.api.routes.feed import router as feed_router
@@ -27,7 +28,8 @@ RESOURCE_ROUTERS: tuple[tuple[APIRouter, str, str], ...] = (
     (health_router, "/health", "health"),
 )
 
-router = APIRouter()
+# Included elsewhere as one router, it gives its operations the ids the app gives them.
+router = APIRouter(generate_unique_id_function=operation_id)
 for resource_router, resource_prefix, tag in RESOURCE_ROUTERS:
     router.include_router(resource_router, prefix=resource_prefix, tags=[tag])
 
