@@ -64,7 +64,7 @@ async def test_a_person_registers_signs_in_and_reads_their_account_in_swagger_ui
             await page.wait_for_selector(".opblock", timeout=30_000)
 
             # Register through "Try it out" (on by default here) on POST /api/users/.
-            register = page.locator("#operations-users-users_register_new_user_api_users__post")
+            register = page.locator("#operations-users-users_register_new_user")
             await register.locator(".opblock-summary").click()
             body = {"new_user": {"email": "browser@example.com", "username": username, "password": password}}
             await register.locator("textarea.body-param__text").fill(json.dumps(body))
@@ -82,7 +82,7 @@ async def test_a_person_registers_signs_in_and_reads_their_account_in_swagger_ui
             await page.locator(".auth-btn-wrapper button.btn-done").click()
 
             # GET /api/users/me/ with the token Swagger UI now holds.
-            me = page.locator("#operations-users-users_get_current_user_api_users_me__get")
+            me = page.locator("#operations-users-users_get_current_user")
             await me.locator(".opblock-summary").click()
             await me.locator("button.execute").click()
             me_status = me.locator(".live-responses-table tr.response .response-col_status").first
