@@ -124,15 +124,27 @@ VERIFICATION_MAX_PER_USER = config("VERIFICATION_MAX_PER_USER", cast=int, defaul
 PASSWORD_RESET_MAX_PER_EMAIL = config("PASSWORD_RESET_MAX_PER_EMAIL", cast=int, default=3)
 PASSWORD_RESET_MAX_PER_ADDRESS = config("PASSWORD_RESET_MAX_PER_ADDRESS", cast=int, default=20)
 MAIL_LIMIT_WINDOW_SECONDS = config("MAIL_LIMIT_WINDOW_SECONDS", cast=int, default=60 * 60)
-# The sender: a failed send is tried again after MAIL_RETRY_BASE_SECONDS, doubling up to
-# MAIL_RETRY_MAX_SECONDS, for as long as it takes. A worker holds a message it is sending for
-# MAIL_CLAIM_SECONDS (more than a send can take); a worker that died meanwhile lets it go then.
+# The sender: a send that failed for a while (a 4xx reply, a dropped connection) is tried again
+# after MAIL_RETRY_BASE_SECONDS, doubling up to MAIL_RETRY_MAX_SECONDS, until the message's max age
+# (below). A worker holds a message it is sending for MAIL_CLAIM_SECONDS (more than a send can
+# take); a worker that died meanwhile lets it go then.
 MAIL_RETRY_BASE_SECONDS = config("MAIL_RETRY_BASE_SECONDS", cast=float, default=5.0)
 MAIL_RETRY_MAX_SECONDS = config("MAIL_RETRY_MAX_SECONDS", cast=float, default=600.0)
 MAIL_CLAIM_SECONDS = config("MAIL_CLAIM_SECONDS", cast=float, default=max(60.0, 3 * SMTP_TIMEOUT_SECONDS))
 if MAIL_CLAIM_SECONDS <= SMTP_TIMEOUT_SECONDS:
     _exit("MAIL_CLAIM_SECONDS must be longer than SMTP_TIMEOUT_SECONDS, or two workers could send one message")
 MAIL_POLL_SECONDS = config("MAIL_POLL_SECONDS", cast=float, default=1.0)
+# How long a message may wait to be sent (a mail server that greylists, is down, or refuses our
+# settings), counted from when it was asked for; past that it is recorded `expired`, never sent late.
+# A reset mail is wanted now: past its link's own lifetime the user has asked again or given up, and
+# a link to a password reset nobody is waiting for is only a risk. A verification mail can still help
+# the next day (the account works meanwhile), for as long as its link would.
+PASSWORD_RESET_MAIL_MAX_AGE_MINUTES = config(
+    "PASSWORD_RESET_MAIL_MAX_AGE_MINUTES", cast=int, default=PASSWORD_RESET_TOKEN_MINUTES
+)
+EMAIL_VERIFICATION_MAIL_MAX_AGE_MINUTES = config(
+    "EMAIL_VERIFICATION_MAIL_MAX_AGE_MINUTES", cast=int, default=EMAIL_VERIFICATION_TOKEN_MINUTES
+)
 
 MAX_REQUEST_BODY_BYTES = config("MAX_REQUEST_BODY_BYTES", cast=int, default=1024 * 1024)
 

@@ -3,7 +3,10 @@ configured, as .eml files in a local outbox folder for a developer to read.
 
 `MailSender` runs in every worker process beside the API. It takes due messages from the outbox
 table one at a time (a claim no other worker can take), makes each message's token, sends it and
-records the outcome; a send that fails is tried again later, with backoff, for as long as it takes.
+records the outcome. A send that fails for a while (a 4xx, a dropped connection) is tried again
+later, with backoff, until the message's end of life (`outbox.MAIL_MAX_AGE_MINUTES`); one the server
+refuses for good (a 5xx about the message) is recorded `failed`; and while the server refuses our
+settings (a wrong password, a refused STARTTLS), every message waits and the sender backs off.
 """
 
 import asyncio
@@ -11,6 +14,7 @@ import contextlib
 import logging
 import os
 import random
+import ssl
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -21,6 +25,7 @@ from urllib.parse import urlencode
 
 import aiosmtplib
 from databases import Database
+from starlette.datastructures import Secret
 
 from app.core import config
 from app.db.errors import DATABASE_UNAVAILABLE_ERRORS
@@ -75,8 +80,80 @@ def compose(mail: PreparedMail) -> EmailMessage:
     return email
 
 
-class PermanentMailError(Exception):
-    """A mail server refused the message for good (a 5xx): sending it again would not help."""
+class MailError(Exception):
+    """A message was not sent. Subclasses say what to do about it."""
+
+
+class TemporaryMailError(MailError):
+    """Try this message again later: a 4xx reply at any step (RFC 5321 4.2.1; greylisting answers
+    450 or 451 to a first MAIL FROM or RCPT TO), a dropped connection, a timeout."""
+
+
+class PermanentMailError(MailError):
+    """The mail server refused this message for good (a 5xx about it): sending it again would not help."""
+
+
+class MailConfigurationError(MailError):
+    """The mail server refuses our settings, not a message: a wrong password, a STARTTLS that is
+    required but refused, a server that will not talk to us. Every message would meet the same
+    answer, so none is failed for it: they wait until the settings are fixed."""
+
+
+# Replies that say we may not send at all without (other) credentials, at whatever step they come:
+# 530 authentication required, 534 mechanism too weak, 535 credentials invalid, 538 encryption
+# required for the mechanism (RFC 4954).
+AUTHENTICATION_CODES = frozenset({530, 534, 535, 538})
+
+# A 5xx at these steps names no message: the server refuses us (our address, account, TLS
+# settings or envelope sender, which is MAIL_FROM for every message). Failing one message for
+# it would fail them all, one by one.
+CONFIGURATION_STEPS = {
+    "greeting": "SMTP_HOST and SMTP_PORT",
+    "EHLO": "SMTP_HOST and SMTP_PORT",
+    "STARTTLS": "SMTP_STARTTLS and SMTP_TLS",
+    "AUTH": "SMTP_USERNAME and SMTP_PASSWORD",
+    "MAIL FROM": "MAIL_FROM, SMTP_USERNAME and SMTP_PASSWORD",
+}
+
+# TLS failures that are a connection ending, not a handshake that can never succeed.
+TRANSIENT_TLS_ERRORS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+def classify(exc: Exception, step: str) -> MailError:
+    """What a failure at one step of an SMTP conversation means for the message and for us."""
+    if isinstance(exc, MailError):
+        return exc
+    code: int | None = None
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        # One recipient per message; were there more, one 4xx among them is worth another try.
+        code = min(refused.code for refused in exc.recipients) if exc.recipients else None
+        reply = "; ".join(f"{refused.code} {refused.message}" for refused in exc.recipients)
+    elif isinstance(exc, aiosmtplib.SMTPResponseException):
+        code, reply = exc.code, f"{exc.code} {exc.message}"
+    else:
+        reply = f"{type(exc).__name__}: {exc}"
+    text = f"{step}: {reply}"
+    if code is not None and 500 <= code < 600:
+        if code in AUTHENTICATION_CODES:
+            return MailConfigurationError(f"{text} (check SMTP_USERNAME and SMTP_PASSWORD)")
+        if step in CONFIGURATION_STEPS:
+            return MailConfigurationError(f"{text} (check {CONFIGURATION_STEPS[step]})")
+        return PermanentMailError(text)
+    if code is not None:  # a 4xx (or a reply no RFC defines): the server asks us to come back
+        return TemporaryMailError(text)
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):  # an address in UTF-8 and a server without SMTPUTF8
+        return PermanentMailError(text)
+    tls_error = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+    if isinstance(tls_error, ssl.SSLError) and not isinstance(tls_error, TRANSIENT_TLS_ERRORS):
+        return MailConfigurationError(f"{text} (check SMTP_TLS, SMTP_STARTTLS and the server's certificate)")
+    if (
+        step == "AUTH"
+        and isinstance(exc, aiosmtplib.SMTPException)
+        and not isinstance(exc, (ConnectionError, TimeoutError))
+    ):
+        # No AUTH offered, or no mechanism in common: only other settings can change that.
+        return MailConfigurationError(f"{text} (check SMTP_USERNAME, SMTP_PASSWORD and SMTP_STARTTLS)")
+    return TemporaryMailError(text)  # a dropped connection, a timeout, a refused connection
 
 
 class Transport(Protocol):
@@ -84,25 +161,76 @@ class Transport(Protocol):
 
 
 class SmtpTransport:
+    """Sends over SMTP, one connection per message, step by step so that a failure is known by the
+    step it came at (see `classify`). The settings are the configured ones unless given."""
+
+    def __init__(
+        self,
+        *,
+        hostname: str = config.SMTP_HOST,
+        port: int = config.SMTP_PORT,
+        username: str = config.SMTP_USERNAME,
+        password: Secret | None = None,  # SMTP_PASSWORD
+        start_tls: str = config.SMTP_STARTTLS,
+        use_tls: bool = config.SMTP_TLS,
+        timeout: float = config.SMTP_TIMEOUT_SECONDS,
+    ) -> None:
+        self.hostname, self.port, self.username = hostname, port, username
+        self.password = password if password is not None else Secret(str(config.SMTP_PASSWORD))
+        self.start_tls, self.use_tls, self.timeout = start_tls, use_tls, timeout
+
     async def send(self, email: EmailMessage) -> None:
-        start_tls = {"auto": None, "true": True, "false": False}[config.SMTP_STARTTLS]
+        client = aiosmtplib.SMTP(
+            hostname=self.hostname, port=self.port, use_tls=self.use_tls, start_tls=False, timeout=self.timeout
+        )
+        step = "greeting"
         try:
-            await aiosmtplib.send(
-                email,
-                hostname=config.SMTP_HOST,
-                port=config.SMTP_PORT,
-                username=config.SMTP_USERNAME or None,
-                password=str(config.SMTP_PASSWORD) or None,
-                use_tls=config.SMTP_TLS,
-                start_tls=False if config.SMTP_TLS else start_tls,
-                timeout=config.SMTP_TIMEOUT_SECONDS,
-            )
-        except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPSenderRefused) as exc:
-            raise PermanentMailError(str(exc)) from exc
-        except aiosmtplib.SMTPResponseException as exc:
-            if 500 <= exc.code < 600:
-                raise PermanentMailError(str(exc)) from exc
-            raise
+            await client.connect()
+            step = "EHLO"
+            await self._ehlo(client)
+            if not self.use_tls and (
+                self.start_tls == "true" or (self.start_tls == "auto" and client.supports_extension("starttls"))
+            ):
+                step = "STARTTLS"
+                if not client.supports_extension("starttls"):
+                    raise MailConfigurationError(
+                        "STARTTLS: SMTP_STARTTLS=true, and the server does not offer STARTTLS"
+                        " (check SMTP_STARTTLS, SMTP_TLS and SMTP_PORT)"
+                    )
+                await client.starttls()
+                step = "EHLO"
+                await self._ehlo(client)
+            if self.username:
+                step = "AUTH"
+                await client.login(self.username, str(self.password))
+            step = "sending"  # MAIL FROM, RCPT TO and DATA: named by their errors (`_step_of`)
+            await client.send_message(email)
+        except Exception as exc:
+            raise classify(exc, self._step_of(exc, step)) from exc
+        finally:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):  # the message is sent or not by now
+                if client.is_connected:
+                    await client.quit()
+            client.close()
+
+    @staticmethod
+    async def _ehlo(client: aiosmtplib.SMTP) -> None:
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError as exc:
+            if exc.code < 500 or not client.is_connected:
+                raise
+            await client.helo()  # a server from before ESMTP (502 to EHLO)
+
+    @staticmethod
+    def _step_of(exc: Exception, step: str) -> str:
+        if isinstance(exc, aiosmtplib.SMTPSenderRefused):
+            return "MAIL FROM"
+        if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+            return "RCPT TO"
+        if isinstance(exc, aiosmtplib.SMTPDataError):
+            return "DATA"
+        return step
 
 
 class FileTransport:
@@ -169,12 +297,29 @@ class MailSender:
         self._wake.set()
 
     async def run(self) -> None:
+        refused_rounds = 0  # rounds in a row in which the mail server refused our settings
         while True:
             try:
                 async with self._busy:
                     busy = await self.send_next()
+                refused_rounds = 0
             except asyncio.CancelledError:
                 raise
+            except MailConfigurationError as exc:
+                # One line per round, not per message: the message in hand is back in the queue,
+                # and so is everything else, until the settings are fixed (a restart reads them).
+                refused_rounds += 1
+                delay = retry_delay(refused_rounds)
+                waiting = await self._waiting_count()
+                logger.error(
+                    "mail sender: the mail server refuses our settings: %s. %s waiting, none lost: they are sent"
+                    " once the settings are fixed and the server restarted; trying again in %.1f s",
+                    exc,
+                    "1 message is" if waiting == 1 else f"{waiting} messages are",
+                    delay,
+                )
+                await asyncio.sleep(delay)  # the whole sender backs off: a wake would only meet the same refusal
+                continue
             except DATABASE_UNAVAILABLE_ERRORS as exc:
                 logger.warning("mail sender: the database is unavailable (%s); trying again", type(exc).__name__)
                 busy = False
@@ -186,11 +331,26 @@ class MailSender:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=config.MAIL_POLL_SECONDS)
 
+    async def _waiting_count(self) -> int | str:
+        with contextlib.suppress(*DATABASE_UNAVAILABLE_ERRORS):
+            return await self.outbox.count_waiting()
+        return "an unknown number of messages"
+
     async def send_next(self) -> bool:
-        """Claim, prepare and send one due message; whether there was one."""
+        """Claim, prepare and send one due message; whether there was one. Raises
+        MailConfigurationError, with the message back in the queue, when the server refuses our settings."""
         message = await self.outbox.claim_next()
         if message is None:
             return False
+        if message.expired:
+            logger.warning(
+                "mail %s to %s expired unsent after %d attempts (last error: %s)",
+                message.id,
+                message.recipient,
+                message.attempts,
+                message.last_error,
+            )
+            return True
         prepared = await self.outbox.prepare(message)
         if prepared is None:
             await self.outbox.finish(message.id, outcome="skipped")
@@ -201,10 +361,14 @@ class MailSender:
             logger.error("mail %s to %s refused for good: %s", message.id, message.recipient, exc)
             await self.outbox.finish(message.id, outcome="failed", error=str(exc)[:500])
             return True
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        except MailConfigurationError as exc:
+            await self.outbox.release(message.id, error=str(exc))
+            raise
+        except (MailError, aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             delay = retry_delay(message.attempts)
-            logger.warning("mail %s not sent (%s); trying again in %.1f s", message.id, type(exc).__name__, delay)
-            await self.outbox.retry_later(message.id, delay=delay, error=f"{type(exc).__name__}: {exc}")
+            logger.warning("mail %s not sent (%s); trying again in %.1f s", message.id, exc, delay)
+            error = str(exc) if isinstance(exc, MailError) else f"{type(exc).__name__}: {exc}"
+            await self.outbox.retry_later(message.id, delay=delay, error=error)
             return True
         await self.outbox.finish(message.id, outcome="sent")
         if self.on_sent is not None:

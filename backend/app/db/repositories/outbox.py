@@ -27,19 +27,40 @@ ENQUEUE_QUERY = """
     RETURNING id;
 """
 
-# The oldest due message no other worker holds, held by this one for MAIL_CLAIM_SECONDS.
+# How long a message may wait to be sent, from when it was asked for (see the settings' comment).
+MAIL_MAX_AGE_MINUTES = {
+    MailKind.email_verification: config.EMAIL_VERIFICATION_MAIL_MAX_AGE_MINUTES,
+    MailKind.password_reset: config.PASSWORD_RESET_MAIL_MAX_AGE_MINUTES,
+}
+
+# When a message stops being worth sending: created_at plus its kind's max age (integers from the settings).
+END_OF_LIFE = (
+    "created_at + make_interval(mins => CASE kind"
+    + "".join(f" WHEN '{kind.value}' THEN {int(minutes)}" for kind, minutes in MAIL_MAX_AGE_MINUTES.items())
+    + " END)"
+)
+
+# The oldest due message no other worker holds, held by this one for MAIL_CLAIM_SECONDS; or, when
+# it is past its end of life, recorded as expired instead (so it is never sent late, and leaves the
+# due index in the same statement that finds it through it).
 CLAIM_QUERY = f"""
-    UPDATE outbox_messages
-    SET claimed_until = now() + make_interval(secs => {float(config.MAIL_CLAIM_SECONDS)}),
-        attempts = attempts + 1
-    WHERE id = (
-        SELECT id FROM outbox_messages
+    WITH next AS (
+        SELECT id, {END_OF_LIFE} <= now() AS expired
+        FROM outbox_messages
         WHERE outcome IS NULL AND next_attempt_at <= now() AND (claimed_until IS NULL OR claimed_until < now())
         ORDER BY next_attempt_at, id
         LIMIT 1
         FOR UPDATE SKIP LOCKED
     )
-    RETURNING id, kind, recipient, user_id, created_at, attempts;
+    UPDATE outbox_messages m
+    SET claimed_until = CASE WHEN next.expired THEN NULL
+                             ELSE now() + make_interval(secs => {float(config.MAIL_CLAIM_SECONDS)}) END,
+        attempts = m.attempts + CASE WHEN next.expired THEN 0 ELSE 1 END,
+        outcome = CASE WHEN next.expired THEN 'expired' END,
+        finished_at = CASE WHEN next.expired THEN now() END
+    FROM next
+    WHERE m.id = next.id
+    RETURNING m.id, m.kind, m.recipient, m.user_id, m.created_at, m.attempts, next.expired, m.last_error;
 """
 
 ACCOUNT_COLUMNS = "id, username, email, email_verified, is_active, token_version"
@@ -64,11 +85,22 @@ FINISH_QUERY = """
     WHERE id = :id;
 """
 
-RETRY_QUERY = """
+# The next try comes no later than the message's end of life, where the claim records it expired.
+RETRY_QUERY = f"""
     UPDATE outbox_messages
-    SET claimed_until = NULL, last_error = :error, next_attempt_at = now() + make_interval(secs => :delay)
+    SET claimed_until = NULL, last_error = :error,
+        next_attempt_at = least(now() + make_interval(secs => :delay), {END_OF_LIFE})
     WHERE id = :id;
 """
+
+# Back in the queue in its place, the try not counted: the server refused our settings, not this message.
+RELEASE_QUERY = """
+    UPDATE outbox_messages
+    SET claimed_until = NULL, last_error = :error, attempts = greatest(attempts - 1, 0)
+    WHERE id = :id;
+"""
+
+WAITING_COUNT_QUERY = "SELECT count(*) FROM outbox_messages WHERE outcome IS NULL;"
 
 # A token's use: spent at most once, and only while it is valid and still bound to what it acts on.
 USE_VERIFICATION_TOKEN_QUERY = """
@@ -122,6 +154,8 @@ class OutboxMessage:
     user_id: int | None
     created_at: datetime
     attempts: int
+    expired: bool = False  # past its end of life: recorded `expired` by the claim, not to be sent
+    last_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +236,13 @@ class OutboxRepository(BaseRepository):
 
     async def retry_later(self, message_id: int, *, delay: float, error: str) -> None:
         await self.db.execute(RETRY_QUERY, {"id": message_id, "delay": delay, "error": error[:500]})
+
+    async def release(self, message_id: int, *, error: str) -> None:
+        """Put a claimed message back, due as it was, its try not counted."""
+        await self.db.execute(RELEASE_QUERY, {"id": message_id, "error": error[:500]})
+
+    async def count_waiting(self) -> int:
+        return int(await self.db.fetch_val(WAITING_COUNT_QUERY))
 
     async def verify_email(self, *, token: str) -> tuple[int, str] | None:
         """Spend a verification token: the user id and the email it verified, or None."""
