@@ -18,7 +18,8 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from email.message import EmailMessage
 from typing import Any
 from uuid import uuid4
@@ -31,13 +32,15 @@ os.environ["SECRET_KEY"] = secrets.token_hex(32)
 os.environ["BCRYPT_ROUNDS"] = "4"
 os.environ["TESTING"] = "1"
 # Mail goes to a real SMTP server on 127.0.0.1 that the tests start (`mailbox`), and a failed send
-# is tried again within a second, not minutes.
+# is tried again within a second, not minutes. The timeout and the claim only bound a hang: a send
+# timed out, or a claim run out, while the server was merely slow (a busy machine) is a message sent
+# twice, which tests that count messages would take for a bug.
 os.environ.update(
     SMTP_HOST="127.0.0.1",
     SMTP_PORT=str(free_port()),
     SMTP_STARTTLS="false",
-    SMTP_TIMEOUT_SECONDS="2",
-    MAIL_CLAIM_SECONDS="6",
+    SMTP_TIMEOUT_SECONDS="10",
+    MAIL_CLAIM_SECONDS="30",
     MAIL_RETRY_BASE_SECONDS="0.2",
     MAIL_RETRY_MAX_SECONDS="1",
     MAIL_POLL_SECONDS="0.2",
@@ -61,13 +64,21 @@ from app.models.evaluation import EvaluationCreate
 from app.models.offer import OfferCreate, OfferStatus, OfferUpdate
 from app.models.user import AnyUser, UserCreate, UserInDB, UserPublic
 from app.services import auth_service
-from app.services.mail import MAIL_SENDER_TASK
 
 # TESTING=1 made the configured database `<database>_test`. Processes the tests start get that
 # URL spelled out (DATABASE_URL), so the switch must not reach them: they would add `_test` again.
 del os.environ["TESTING"]
 TEST_DATABASE_URL: DatabaseURL = DATABASE_URL
 assert str(TEST_DATABASE_URL.database).endswith("_test")
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], what: str, within: float = 60.0) -> None:
+    """Wait until the condition holds. `within` bounds a hang; it is no speed to meet: a busy
+    machine is slow, never wrong."""
+    deadline = time.monotonic() + within
+    while not await condition():
+        assert time.monotonic() < deadline, f"not within {within} s: {what}"
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="session")
@@ -108,8 +119,9 @@ class Mailbox:
         with self._lock:
             return [message for message in self.messages if str(message["To"]).lower() == address.lower()]
 
-    async def wait_for(self, address: str, count: int = 1, within: float = 15.0) -> list[EmailMessage]:
-        """The messages sent to an address, once there are `count` of them (or `within` seconds)."""
+    async def wait_for(self, address: str, count: int = 1, within: float = 60.0) -> list[EmailMessage]:
+        """The messages sent to an address, once there are `count` of them (or `within` seconds: a
+        bound on a hang, not a speed to meet, since a busy machine sends slowly)."""
         deadline = time.monotonic() + within
         # The server's thread fills the list: polled, as there is no event loop of ours to signal.
         while len(self.to(address)) < count and time.monotonic() < deadline:  # noqa: ASYNC110
@@ -143,8 +155,9 @@ def app(apply_migrations: None, mail_server: Mailbox) -> FastAPI:
 
 @pytest.fixture(scope="session")
 async def started_app(app: FastAPI) -> AsyncIterator[FastAPI]:
-    """The app with its lifespan run (the database pool open) for the whole session."""
-    async with LifespanManager(app):
+    """The app with its lifespan run (the database pool open) for the whole session. (The timeouts
+    bound a hang: asgi-lifespan's 5 s were too short for a start on a busy machine.)"""
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60):
         yield app
 
 
@@ -176,16 +189,55 @@ async def empty_tables(started_app: FastAPI, db: Database) -> None:
         )
 
 
+# The task that is handling a request to the app, seen from that request's context (`mark_requests`).
+_request_task: ContextVar[asyncio.Task[Any] | None] = ContextVar("phresh_test_request_task", default=None)
+
+
+def in_a_request() -> bool:
+    """Whether the caller is the task handling a request to the app, and so works for that request.
+
+    Only that task: not the mail sender nor any other task beside the requests, not the test nor
+    its fixtures, and not a task the request starts (it copies the request's context, not its
+    task). The app handles a request in the task that calls it (its middleware are plain ASGI),
+    and a read's shared connection serves that task only (app/db/lone_queries.py), so what a
+    test counts for a request is what this task takes.
+    """
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # a worker thread (bcrypt's): no event loop there
+        return False
+    return task is not None and _request_task.get() is task
+
+
 @pytest.fixture
-def count_queries(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every statement the app sends through its pool, in order (the calls pass through unchanged)."""
+def mark_requests(started_app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a test runs, each HTTP request to the app marks the task handling it (`in_a_request`)."""
+    handle = started_app.middleware_stack or started_app.build_middleware_stack()
+
+    async def marking(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await handle(scope, receive, send)
+            return
+        token = _request_task.set(asyncio.current_task())
+        try:
+            await handle(scope, receive, send)
+        finally:
+            _request_task.reset(token)
+
+    monkeypatch.setattr(started_app, "middleware_stack", marking)
+
+
+@pytest.fixture
+def count_queries(db: Database, mark_requests: None, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement the app sends through its pool for the test's requests, in order (the calls
+    pass through unchanged). What works beside the requests (the mail sender, the purge of old
+    counts), and the test's own statements, are not the requests' (`in_a_request`)."""
     sent: list[str] = []
     for method in ("fetch_one", "fetch_all", "fetch_val", "execute"):
         original = getattr(db, method)
 
         def counting(*args: object, __original: Callable[..., object] = original, **kwargs: object) -> object:
-            task = asyncio.current_task()
-            if task is None or task.get_name() != MAIL_SENDER_TASK:  # the sender works beside the requests
+            if in_a_request():
                 sent.append(str(kwargs.get("query", args[0] if args else "")))
             return __original(*args, **kwargs)
 
@@ -203,7 +255,7 @@ class SessionOf(Auth):
 
     async def async_auth_flow(self, request: Request) -> AsyncGenerator[Request, Response]:
         if not self.opened:
-            # On a connection of its own: not one of the statements a test may count (`count_queries`).
+            # Before the app sees the request, on a connection of its own: none of the request's statements.
             async with self.db.connection() as connection:
                 await connection.execute(
                     "INSERT INTO sessions (id, user_id, expires_at, client_address, user_agent)"

@@ -2,7 +2,8 @@
 
 import ast
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,12 @@ from httpx import AsyncClient
 
 import app as app_package
 from app.db import lone_queries
+from app.db.admin import libpq_url
+from app.db.repositories.outbox import MailKind, OutboxRepository
+from app.db.repositories.sessions import TOUCH_INTERVAL_SECONDS
 from app.models.cleaning import CleaningInDB
+from app.models.user import UserPublic
+from tests.conftest import TEST_DATABASE_URL, Mailbox, eventually, in_a_request
 
 CALLS: dict[str, Callable[[Database], Awaitable[Any]]] = {
     "fetch_all": lambda db: db.fetch_all("SELECT n, :word AS word FROM generate_series(1, 3) AS n", {"word": "w"}),
@@ -45,6 +51,32 @@ def code_strings(path: Path) -> list[str]:
         for node in ast.walk(tree)
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
     ]
+
+
+# Statements that wait, each on its pooled connection, while a test holds this advisory lock
+# (`held_lock`): a test sees how many run side by side without timing them.
+LOCK_KEY = 20_006
+WAIT_FOR_THE_LOCK = "SELECT pg_backend_pid() FROM pg_advisory_xact_lock_shared(:key)"
+WAITING_FOR_THE_LOCK = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted"
+
+
+@contextlib.asynccontextmanager
+async def held_lock() -> AsyncIterator[asyncpg.Connection]:
+    """The advisory lock, held for the block on a connection of the test's own (outside the pool,
+    whose turns it would take): `WAIT_FOR_THE_LOCK` statements wait until the block ends."""
+    holder = await asyncpg.connect(libpq_url(TEST_DATABASE_URL))
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+        yield holder
+    finally:
+        await holder.close()  # the session ends, and its lock with it
+
+
+async def waiting_for_the_lock(holder: asyncpg.Connection, count: int) -> None:
+    async def enough() -> bool:
+        return bool(await holder.fetchval(WAITING_FOR_THE_LOCK, LOCK_KEY) == count)
+
+    await eventually(enough, f"{count} statements waiting for the lock")
 
 
 def rows(result: Any) -> Any:
@@ -142,7 +174,7 @@ class TestSharedConnection:
                 await db.fetch_val("SELECT 2")
 
         pool = db._backend._pool
-        await asyncio.wait_for(asyncio.gather(*(read_then_write() for _ in range(pool.get_max_size() + 5))), 20)
+        await asyncio.wait_for(asyncio.gather(*(read_then_write() for _ in range(pool.get_max_size() + 5))), 60)
 
     async def test_other_tasks_take_the_pool_as_usual(self, db: Database) -> None:
         async with lone_queries.shared_connection():
@@ -165,14 +197,17 @@ class TestSharedConnection:
 
 class TestReadRequests:
     @pytest.fixture
-    def connections_taken(self, db: Database, monkeypatch: pytest.MonkeyPatch) -> list[object]:
-        """Every pooled connection the app's statements take, in order."""
+    def connections_taken(self, db: Database, mark_requests: None, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+        """Every pooled connection the test's requests take, in order: not those of what works
+        beside them, such as the mail sender (`in_a_request`)."""
         taken: list[object] = []
         connection = db._backend.connection
 
         def counting() -> object:
-            taken.append(connection())
-            return taken[-1]
+            made = connection()
+            if in_a_request():
+                taken.append(made)
+            return made
 
         monkeypatch.setattr(db._backend, "connection", counting)
         return taken
@@ -185,6 +220,67 @@ class TestReadRequests:
         connections_taken.clear()
         assert (await authorized_client.get(path)).status_code == status.HTTP_200_OK  # the user, then the cleaning
         assert len(connections_taken) == 1
+
+    async def test_a_read_is_counted_alone_while_the_mail_sender_works_and_its_session_is_touched(
+        self,
+        app: FastAPI,
+        started_app: FastAPI,
+        db: Database,
+        mailbox: Mailbox,  # before the user: their registration's mail is then in it
+        authorized_client: AsyncClient,
+        test_user: UserPublic,
+        test_cleaning: CleaningInDB,
+        connections_taken: list[object],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        everyones: list[object] = []  # every connection taken meanwhile, as the count once was
+        connection = db._backend.connection
+
+        def counting() -> object:
+            everyones.append(connection())
+            return everyones[-1]
+
+        monkeypatch.setattr(db._backend, "connection", counting)
+        path = app.url_path_for("cleanings:get-cleaning-by-id", cleaning_id=str(test_cleaning.id))
+        assert (await authorized_client.get(path)).status_code == status.HTTP_200_OK  # the session was opened
+        await mailbox.wait_for(test_user.email)  # the registration's mail
+        # The session was last used long enough ago that this request marks it as used.
+        last_used = await db.fetch_val(
+            "UPDATE sessions SET last_used_at = now() - make_interval(secs => :seconds) RETURNING last_used_at",
+            {"seconds": TOUCH_INTERVAL_SECONDS + 1},
+        )
+        connections_taken.clear()
+        everyones.clear()
+        # The request is held at its cleaning (after the user, and the touch) while the sender
+        # sends a mail: no timing decides whether they overlap.
+        locker = await asyncpg.connect(libpq_url(TEST_DATABASE_URL))
+        try:
+            async with locker.transaction():
+                await locker.execute("LOCK TABLE cleanings IN ACCESS EXCLUSIVE MODE")
+                request = asyncio.create_task(authorized_client.get(path))
+
+                async def request_waits() -> bool:
+                    query = "SELECT count(*) FROM pg_locks WHERE relation = 'cleanings'::regclass AND NOT granted"
+                    return bool(await locker.fetchval(query) == 1)
+
+                await eventually(request_waits, "the request waiting for the cleanings")
+                message_id = await OutboxRepository(db).enqueue(
+                    kind=MailKind.password_reset, recipient=test_user.email, user_id=test_user.id
+                )
+                started_app.state.mail_sender.wake()
+
+                async def sent() -> bool:
+                    query = "SELECT outcome FROM outbox_messages WHERE id = :id"
+                    return bool(await db.fetch_val(query, {"id": message_id}) == "sent")
+
+                await eventually(sent, "the mail sent")
+                assert not request.done()
+        finally:
+            await locker.close()
+        assert (await asyncio.wait_for(request, 60)).status_code == status.HTTP_200_OK
+        assert await db.fetch_val("SELECT last_used_at FROM sessions") > last_used  # it was touched
+        assert len(mailbox.to(test_user.email)) == 2
+        assert len(everyones) > len(connections_taken) == 1
 
     async def test_a_write_takes_a_connection_per_statement(
         self, app: FastAPI, authorized_client: AsyncClient, connections_taken: list[object]
@@ -235,31 +331,44 @@ class TestThePool:
 
     async def test_a_task_that_stops_waiting_for_a_connection_gives_its_turn_back(self, db: Database) -> None:
         size = db._backend._pool.get_max_size()
-        busy = [asyncio.create_task(db.fetch_val("SELECT pg_sleep(0.3)")) for _ in range(size)]
-        await asyncio.sleep(0.05)  # every connection taken
-        impatient = [asyncio.create_task(db.fetch_val("SELECT 1")) for _ in range(size)]
-        await asyncio.sleep(0.05)
-        for task in impatient:
-            task.cancel()
-        await asyncio.gather(*busy)
-        # Every turn came back: as many statements as connections still run side by side.
-        pids = await asyncio.wait_for(
-            asyncio.gather(*(db.fetch_val("SELECT pg_backend_pid() FROM pg_sleep(0.1)") for _ in range(size))), 10
-        )
-        assert len(set(pids)) == size
+        lock = {"key": LOCK_KEY}
+        async with held_lock() as holder:
+            busy = [asyncio.create_task(db.fetch_val(WAIT_FOR_THE_LOCK, lock)) for _ in range(size)]
+            await waiting_for_the_lock(holder, size)  # every connection taken
+            impatient = [asyncio.create_task(db.fetch_val("SELECT 1")) for _ in range(size)]
+            await asyncio.sleep(0)  # each asks for a turn
+            assert not any(task.done() for task in impatient)
+            for task in impatient:
+                task.cancel()
+            await asyncio.gather(*impatient, return_exceptions=True)
+        await asyncio.wait_for(asyncio.gather(*busy), 60)
+        # Every turn came back: as many statements as connections wait side by side again.
+        async with held_lock() as holder:
+            again = [asyncio.create_task(db.fetch_val(WAIT_FOR_THE_LOCK, lock)) for _ in range(size)]
+            await waiting_for_the_lock(holder, size)
+        assert len(set(await asyncio.wait_for(asyncio.gather(*again), 60))) == size
 
-    async def test_waiting_statements_get_their_connection_in_the_order_they_asked(self, db: Database) -> None:
+    async def test_waiting_statements_get_their_connection_in_the_order_they_asked(
+        self, db: Database, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         size = db._backend._pool.get_max_size()
-        done: list[int] = []
+        numbers: dict[asyncio.Task[Any], int] = {}
+        order: list[int] = []  # the numbered statements, as they take a connection (their turn)
+        connection = db._backend.connection
 
-        async def statement(number: int) -> None:
-            await db.fetch_val("SELECT pg_sleep(0.15)")
-            done.append(number)
+        def noting() -> object:
+            number = numbers.get(asyncio.current_task())  # type: ignore[arg-type]
+            if number is not None:  # not the mail sender, nor any other task
+                order.append(number)
+            return connection()
 
-        tasks = []
-        for number in range(3 * size):  # three waves of `size`, asked for in this order
-            tasks.append(asyncio.create_task(statement(number)))
-            await asyncio.sleep(0)
-        await asyncio.wait_for(asyncio.gather(*tasks), 20)
-        waves = [sorted(done[wave * size : (wave + 1) * size]) for wave in range(3)]
-        assert waves == [list(range(wave * size, (wave + 1) * size)) for wave in range(3)]
+        monkeypatch.setattr(db._backend, "connection", noting)
+        async with held_lock() as holder:
+            busy = [asyncio.create_task(db.fetch_val(WAIT_FOR_THE_LOCK, {"key": LOCK_KEY})) for _ in range(size)]
+            await waiting_for_the_lock(holder, size)  # every connection taken
+            for number in range(2 * size):  # they ask in this order, each while the others wait
+                task = asyncio.create_task(db.fetch_val("SELECT CAST(:n AS int)", {"n": number}))
+                numbers[task] = number
+                await asyncio.sleep(0)  # it asks for its turn
+        await asyncio.wait_for(asyncio.gather(*busy, *numbers), 60)
+        assert order == list(range(2 * size))
