@@ -31,7 +31,7 @@ from app.core.config import (
 from app.models.user import UserPublic
 from scripts.live_server import ServerProcess, live_server
 from scripts.ports import free_port
-from tests.conftest import TEST_DATABASE_URL, Mailbox, bearer, log_in
+from tests.conftest import TEST_DATABASE_URL, Mailbox, bearer, eventually, log_in
 
 PASSWORD = "heatcavslakers"  # test_user's
 INVALID_LINK = {"detail": "This link is invalid or has expired. Ask for a new one."}
@@ -78,6 +78,17 @@ async def reset_token_for(mailbox: Mailbox, email: str) -> str:
 async def outcomes(db: Database) -> list[tuple[str, str, str | None]]:
     rows = await db.fetch_all("SELECT kind, recipient, outcome FROM outbox_messages ORDER BY id")
     return [(row["kind"], row["recipient"], row["outcome"]) for row in rows]
+
+
+async def all_done(db: Database) -> None:
+    """Wait until every message of the outbox has its outcome: none can be sent again after that
+    (only a message without one is claimed), so a duplicate would be in the mailbox already."""
+
+    async def done() -> bool:
+        found = await outcomes(db)
+        return bool(found) and all(outcome for _, _, outcome in found)
+
+    await eventually(done, "every message sent or given up")
 
 
 class TestEmailVerification:
@@ -211,10 +222,7 @@ class TestPasswordReset:
         assert (unknown.status_code, unknown.json()) == (known.status_code, known.json())
         assert count_queries == known_queries  # the same statements: the account is looked up later
         await mailbox.wait_for(test_user.email, 2)  # its verification mail, and the reset
-        for _ in range(50):
-            if all(outcome for _, _, outcome in await outcomes(db)):
-                break
-            await asyncio.sleep(0.1)
+        await all_done(db)
         assert ("password_reset", "nobody@example.com", "skipped") in await outcomes(db)
         assert mailbox.to("nobody@example.com") == []
 
@@ -279,7 +287,15 @@ class TestNothingLost:
             for n in range(3):
                 assert (await register(app, client, f"down{n}@example.com", f"down{n}")).status_code == 201
             assert (await ask_reset(app, client, test_user.email)).status_code == 202
-            await asyncio.sleep(1.5)  # the sender tries, fails, and tries again later
+
+            async def each_tried() -> bool:  # the sender tries each, fails, and keeps it for later
+                query = (
+                    "SELECT count(*) FROM outbox_messages"
+                    " WHERE outcome IS NULL AND attempts >= 1 AND last_error IS NOT NULL"
+                )
+                return bool(await db.fetch_val(query) == 4)
+
+            await eventually(each_tried, "every message tried while the server is down")
             failed = await db.fetch_all("SELECT attempts, last_error FROM outbox_messages WHERE outcome IS NULL")
             assert len(failed) == 4 and all(row["attempts"] >= 1 and row["last_error"] for row in failed)
         finally:
@@ -287,7 +303,7 @@ class TestNothingLost:
         for n in range(3):
             assert len(await mailbox.wait_for(f"down{n}@example.com")) == 1
         await mailbox.wait_for(test_user.email, 2)
-        await asyncio.sleep(1.5)  # long enough for a duplicate to show up, if there were one
+        await all_done(db)  # a duplicate would have arrived by then
         for n in range(3):
             assert len(mailbox.to(f"down{n}@example.com")) == 1
         assert len(mailbox.to(test_user.email)) == 2  # the verification mail, and the reset
@@ -321,34 +337,36 @@ def blocking_mailbox() -> Iterator[BlockingMailbox]:
 
 class TestSenders:
     async def test_a_sender_killed_mid_way_loses_nothing_and_sends_nothing_twice(
-        self, started_app: FastAPI, blocking_mailbox: BlockingMailbox
+        self, started_app: FastAPI, db: Database, blocking_mailbox: BlockingMailbox
     ) -> None:
         async with started_app.state.mail_sender.paused():  # only the servers' senders touch the outbox
-            await self.kill_a_sender_mid_way(blocking_mailbox)
+            await self.kill_a_sender_mid_way(db, blocking_mailbox)
 
-    async def kill_a_sender_mid_way(self, blocking_mailbox: BlockingMailbox) -> None:
-        env = {"SMTP_PORT": str(blocking_mailbox.port), "MAIL_CLAIM_SECONDS": "3"}  # on top of this process's
+    async def kill_a_sender_mid_way(self, db: Database, blocking_mailbox: BlockingMailbox) -> None:
+        env = {"SMTP_PORT": str(blocking_mailbox.port)}  # on top of this process's
+        # The killed server's claims run out soon, for the next server to take its message over.
+        killed_env = {**env, "MAIL_CLAIM_SECONDS": "3", "SMTP_TIMEOUT_SECONDS": "2"}
         emails = [f"killed{n}@example.com" for n in range(3)]
-        server = ServerProcess(TEST_DATABASE_URL, env=env)
+        server = ServerProcess(TEST_DATABASE_URL, env=killed_env)
         base_url = server.start()
         try:
             for n, address in enumerate(emails):
                 body = {"new_user": {"email": address, "username": f"killed{n}", "password": PASSWORD}}
                 assert httpx.post(f"{base_url}/api/users/", json=body).status_code == 201
-            assert blocking_mailbox.arrived.wait(10)  # a message is on the wire ...
+            assert blocking_mailbox.arrived.wait(60)  # a message is on the wire ...
             server.kill()  # ... when its sender dies
         finally:
             server.stop()
         blocking_mailbox.release.set()
         with live_server(TEST_DATABASE_URL, env=env):  # the next start sends what is left, once
             for address in emails:
-                assert len(await blocking_mailbox.wait_for(address, within=20)) == 1
-            await asyncio.sleep(1)  # a duplicate would come right after
+                assert len(await blocking_mailbox.wait_for(address)) == 1
+            await all_done(db)  # a duplicate would have arrived by then
         for address in emails:
             assert len(blocking_mailbox.to(address)) == 1
 
     async def test_several_workers_never_send_the_same_message(
-        self, app: FastAPI, client: AsyncClient, mailbox: Mailbox
+        self, app: FastAPI, client: AsyncClient, db: Database, mailbox: Mailbox
     ) -> None:
         # This process's sender and two worker processes', all on one outbox and one mail server.
         with live_server(TEST_DATABASE_URL, workers=2):
@@ -356,7 +374,7 @@ class TestSenders:
                 assert (await register(app, client, f"crowd{n}@example.com", f"crowd{n}")).status_code == 201
             for n in range(20):
                 assert len(await mailbox.wait_for(f"crowd{n}@example.com")) == 1
-            await asyncio.sleep(1)
+            await all_done(db)  # a duplicate would have arrived by then
         assert [len(mailbox.to(f"crowd{n}@example.com")) for n in range(20)] == [1] * 20
 
 
@@ -370,10 +388,11 @@ class TestWithoutSmtp:
             with log.open("wb") as output, live_server(TEST_DATABASE_URL, env=env, output=output) as base_url:
                 body = {"new_user": {"email": "local@example.com", "username": "local", "password": PASSWORD}}
                 assert httpx.post(f"{base_url}/api/users/", json=body).status_code == 201
-                for _ in range(100):
-                    if list(outbox.glob("*.eml")):
-                        break
-                    await asyncio.sleep(0.1)
+
+                async def in_the_folder() -> bool:
+                    return bool(list(outbox.glob("*.eml")))
+
+                await eventually(in_the_folder, "the mail written to the outbox folder")
         [written] = outbox.glob("*.eml")
         assert not list(outbox.glob("*.partial"))
         message = email.message_from_bytes(written.read_bytes(), policy=email.policy.default)
@@ -437,13 +456,10 @@ class TestRefusals:
                 with live_server(TEST_DATABASE_URL, env=env) as base_url:
                     body = {"new_user": {"email": "bounce@example.com", "username": "bounce", "password": PASSWORD}}
                     assert httpx.post(f"{base_url}/api/users/", json=body).status_code == 201
-                    for _ in range(100):
-                        row = await db.fetch_one("SELECT outcome, attempts, last_error FROM outbox_messages")
-                        if row is not None and row["outcome"]:
-                            break
-                        await asyncio.sleep(0.1)
+                    await all_done(db)
         finally:
             refusing.stop()
+        row = await db.fetch_one("SELECT outcome, attempts, last_error FROM outbox_messages")
         assert row is not None
         assert (row["outcome"], row["attempts"]) == ("failed", 1)
         assert "550" in row["last_error"]

@@ -22,7 +22,7 @@ from app.models.cleaning import CleaningInDB
 from app.models.user import UserInDB
 from app.services.hashing import ClientGoneError, HashingBusyError, HashingPool
 from scripts.live_server import live_server
-from tests.conftest import TEST_DATABASE_URL
+from tests.conftest import TEST_DATABASE_URL, eventually
 
 
 class TestHashingPool:
@@ -130,15 +130,22 @@ class TestHashingPool:
 
     async def test_a_job_already_running_when_the_client_goes_away_completes(self) -> None:
         pool = HashingPool(size=1, queue_size=0)
-        release = threading.Event()
+        started, release = threading.Event(), threading.Event()
         gone = asyncio.Event()
+
+        def job() -> bool:
+            started.set()
+            return release.wait(timeout=60)
 
         async def request() -> bool:
             async with pool.place(client_gone=gone.wait):
-                return await pool.run(release.wait, timeout=10)
+                return await pool.run(job)
+
+        async def running() -> bool:  # (a thread takes it up when the machine lets it: no fixed sleep)
+            return started.is_set()
 
         task = asyncio.create_task(request())
-        await asyncio.sleep(0.05)
+        await eventually(running, "the job running in a thread")
         gone.set()  # a thread has it: bcrypt cannot be stopped half-way, and the place stays taken
         await asyncio.sleep(0.05)
         assert pool.pending == 1
