@@ -121,8 +121,6 @@ TRANSIENT_TLS_ERRORS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallE
 
 def classify(exc: Exception, step: str) -> MailError:
     """What a failure at one step of an SMTP conversation means for the message and for us."""
-    if isinstance(exc, MailError):
-        return exc
     code: int | None = None
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         # One recipient per message; were there more, one 4xx among them is worth another try.
@@ -205,7 +203,7 @@ class SmtpTransport:
                 await client.login(self.username, str(self.password))
             step = "sending"  # MAIL FROM, RCPT TO and DATA: named by their errors (`_step_of`)
             await client.send_message(email)
-        except Exception as exc:
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             raise classify(exc, self._step_of(exc, step)) from exc
         finally:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):  # the message is sent or not by now
@@ -315,7 +313,7 @@ class MailSender:
                     "mail sender: the mail server refuses our settings: %s. %s waiting, none lost: they are sent"
                     " once the settings are fixed and the server restarted; trying again in %.1f s",
                     exc,
-                    "1 message is" if waiting == 1 else f"{waiting} messages are",
+                    "1 message is" if waiting == 1 else f"{'Some' if waiting is None else waiting} messages are",
                     delay,
                 )
                 await asyncio.sleep(delay)  # the whole sender backs off: a wake would only meet the same refusal
@@ -331,10 +329,10 @@ class MailSender:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=config.MAIL_POLL_SECONDS)
 
-    async def _waiting_count(self) -> int | str:
+    async def _waiting_count(self) -> int | None:
         with contextlib.suppress(*DATABASE_UNAVAILABLE_ERRORS):
             return await self.outbox.count_waiting()
-        return "an unknown number of messages"
+        return None
 
     async def send_next(self) -> bool:
         """Claim, prepare and send one due message; whether there was one. Raises
