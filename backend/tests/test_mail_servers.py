@@ -11,8 +11,7 @@ The app's own sender is paused in these tests; each runs a sender of its own (`M
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -26,7 +25,7 @@ from starlette.datastructures import Secret
 from app.core.config import EMAIL_VERIFICATION_MAIL_MAX_AGE_MINUTES, PASSWORD_RESET_MAIL_MAX_AGE_MINUTES
 from app.services.mail import MailSender, SmtpTransport
 from scripts.ports import free_port
-from tests.conftest import Mailbox
+from tests.conftest import Mailbox, eventually
 
 PASSWORD = "heatcavslakers"
 SMTP_USER, SMTP_PASSWORD = "phresh", "the-right-password"
@@ -108,8 +107,8 @@ class FieldMailbox(Mailbox):
 
 
 @contextlib.asynccontextmanager
-async def sender_for(started_app: FastAPI, db: Database, box: Mailbox, **settings: Any) -> AsyncIterator[MailSender]:
-    """A sender of the outbox to `box`, with these SMTP settings (the app's own sender paused meanwhile)."""
+async def sender_for(db: Database, box: Mailbox, **settings: Any) -> AsyncIterator[MailSender]:
+    """A sender of the outbox to `box` with these SMTP settings (inside `app_sender_paused`, it is the only one)."""
     options: dict[str, Any] = {"hostname": "127.0.0.1", "port": box.port, "start_tls": "false", "username": ""}
     sender = MailSender(db, SmtpTransport(**(options | settings)))
     sender.start()
@@ -129,14 +128,6 @@ async def register(app: FastAPI, client: AsyncClient, *emails: str) -> None:
     for email in emails:
         body = {"new_user": {"email": email, "username": email.split("@")[0], "password": PASSWORD}}
         assert (await client.post(app.url_path_for("users:register-new-user"), json=body)).status_code == 201
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], within: float = 60.0) -> None:
-    """Wait until the condition holds (a generous deadline: a busy machine is slow, never wrong)."""
-    deadline = time.monotonic() + within
-    while not await condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        await asyncio.sleep(0.1)
 
 
 async def rows(db: Database) -> list[dict[str, Any]]:
@@ -184,9 +175,9 @@ class TestGreylisting:
         box = GreylistingMailbox()
         box.start()
         try:
-            async with app_sender_paused(started_app), sender_for(started_app, db, box):
+            async with app_sender_paused(started_app), sender_for(db, box):
                 await register(app, client, *RECIPIENTS)
-                await eventually(lambda: all_settled(db))
+                await eventually(lambda: all_settled(db), "every message settled")
         finally:
             box.stop()
         assert sorted(box.accepted()) == sorted(RECIPIENTS)  # each exactly once
@@ -338,9 +329,9 @@ class TestTemporaryTroubleAtEveryStep:
         box = server_class()
         box.start()
         try:
-            async with app_sender_paused(started_app), sender_for(started_app, db, box, **settings):
+            async with app_sender_paused(started_app), sender_for(db, box, **settings):
                 await register(app, client, *RECIPIENTS)
-                await eventually(lambda: all_settled(db))
+                await eventually(lambda: all_settled(db), "every message settled")
         finally:
             box.stop()
         assert sorted(box.accepted()) == sorted(RECIPIENTS)  # each exactly once
@@ -382,9 +373,9 @@ class TestPermanentRefusals:
         box = server_class()
         box.start()
         try:
-            async with app_sender_paused(started_app), sender_for(started_app, db, box):
+            async with app_sender_paused(started_app), sender_for(db, box):
                 await register(app, client, *RECIPIENTS)
-                await eventually(lambda: all_settled(db))
+                await eventually(lambda: all_settled(db), "every message settled")
         finally:
             box.stop()
         assert box.accepted() == []
@@ -437,19 +428,19 @@ class TestOurSettingsRefused:
         box.start()
         try:
             async with app_sender_paused(started_app):
-                async with sender_for(started_app, db, box, **wrong):
+                async with sender_for(db, box, **wrong):
                     await register(app, client, *RECIPIENTS)
 
                     async def three_rounds() -> bool:
                         return len(error_lines(caplog)) >= 3
 
-                    await eventually(three_rounds)
+                    await eventually(three_rounds, "three rounds refused")
                 rounds = error_lines(caplog)
                 waiting = await rows(db)
                 connections_then = box.connections
                 # Fixed, and the server restarted: a new sender with the right settings.
-                async with sender_for(started_app, db, box, **right):
-                    await eventually(lambda: all_settled(db))
+                async with sender_for(db, box, **right):
+                    await eventually(lambda: all_settled(db), "every message settled")
         finally:
             box.stop()
 
@@ -497,8 +488,8 @@ class TestEndOfLife:
                         " WHERE kind = :kind AND recipient = :recipient",
                         {"minutes": minutes, "kind": kind, "recipient": recipient},
                     )
-                async with sender_for(started_app, db, box):
-                    await eventually(lambda: all_settled(db))
+                async with sender_for(db, box):
+                    await eventually(lambda: all_settled(db), "every message settled")
         finally:
             box.stop()
         outcomes = {(row["kind"], row["recipient"]): row["outcome"] for row in await rows(db)}
@@ -526,20 +517,20 @@ class TestEndOfLife:
         box = AlwaysGreylisting()
         box.start()
         try:
-            async with app_sender_paused(started_app), sender_for(started_app, db, box):
+            async with app_sender_paused(started_app), sender_for(db, box):
                 await register(app, client, "greylisted@example.com")
 
                 async def refused_once() -> bool:
                     return (await rows(db))[0]["last_error"] is not None
 
-                await eventually(refused_once)
+                await eventually(refused_once, "the first refusal")
                 # Its end of life comes while it waits for its next try.
                 minutes = EMAIL_VERIFICATION_MAIL_MAX_AGE_MINUTES + 1
                 await db.execute(
                     "UPDATE outbox_messages SET created_at = now() - make_interval(mins => :minutes)",
                     {"minutes": minutes},
                 )
-                await eventually(lambda: all_settled(db))
+                await eventually(lambda: all_settled(db), "every message settled")
         finally:
             box.stop()
         [row] = await rows(db)
