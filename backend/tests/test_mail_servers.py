@@ -351,6 +351,11 @@ class RefusingEndOfDataForGood(FieldMailbox):
         return "554 5.7.1 Message rejected as spam"
 
 
+class RefusingMailFromAsTooLarge(FieldMailbox):
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        return "552 5.3.4 Message size exceeds fixed limit"
+
+
 class TestPermanentRefusals:
     @pytest.mark.parametrize(
         ("server_class", "reply"),
@@ -358,6 +363,12 @@ class TestPermanentRefusals:
             pytest.param(RefusingRcptForGood, "RCPT TO: 550 5.1.1 No such mailbox here", id="550 to RCPT TO"),
             pytest.param(
                 RefusingEndOfDataForGood, "DATA: 554 5.7.1 Message rejected as spam", id="554 at the end of data"
+            ),
+            # Refused at MAIL FROM, but for its size: the message's fault, not our settings'.
+            pytest.param(
+                RefusingMailFromAsTooLarge,
+                "MAIL FROM: 552 5.3.4 Message size exceeds fixed limit",
+                id="552 to MAIL FROM",
             ),
         ],
     )

@@ -115,6 +115,8 @@ CONFIGURATION_STEPS = {
     "MAIL FROM": "MAIL_FROM, SMTP_USERNAME and SMTP_PASSWORD",
 }
 
+MESSAGE_TOO_LARGE = 552
+
 # TLS failures that are a connection ending, not a handshake that can never succeed.
 TRANSIENT_TLS_ERRORS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
@@ -134,7 +136,9 @@ def classify(exc: Exception, step: str) -> MailError:
     if code is not None and 500 <= code < 600:
         if code in AUTHENTICATION_CODES:
             return MailConfigurationError(f"{text} (check SMTP_USERNAME and SMTP_PASSWORD)")
-        if step in CONFIGURATION_STEPS:
+        # 552 to MAIL FROM is about this message (its SIZE, RFC 1870), not our settings: held as
+        # a settings error, one message too large would keep every other one queued.
+        if step in CONFIGURATION_STEPS and not (step == "MAIL FROM" and code == MESSAGE_TOO_LARGE):
             return MailConfigurationError(f"{text} (check {CONFIGURATION_STEPS[step]})")
         return PermanentMailError(text)
     if code is not None:  # a 4xx (or a reply no RFC defines): the server asks us to come back
