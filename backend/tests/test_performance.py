@@ -11,10 +11,12 @@ import os
 import threading
 import time
 
+import asyncpg
 import httpx
 import pytest
 from databases import Database
 
+from app.db.admin import libpq_url
 from app.db.repositories.cleanings import GET_POPULATED_CLEANING_BY_ID_QUERY, LIST_ALL_USER_CLEANINGS_QUERY
 from app.db.repositories.profiles import GET_PROFILE_BY_USERNAME_QUERY
 from app.db.repositories.users import GET_USER_BY_EMAIL_QUERY, GET_USER_BY_ID_QUERY, GET_USER_BY_USERNAME_QUERY
@@ -197,7 +199,17 @@ class TestSaturatedHashing:
                         return res, time.monotonic() - started
 
                     first = asyncio.create_task(register(0))
-                    await asyncio.sleep(0.3)  # the first one is hashing now
+                    # The first one holds the only place (then it is counted, and hashes), however
+                    # long the machine takes to get it there.
+                    counted = await asyncpg.connect(libpq_url(TEST_DATABASE_URL))
+                    try:
+
+                        async def holds_the_place() -> bool:
+                            return bool(await counted.fetchval("SELECT count(*) FROM rate_limit_hits") >= 1)
+
+                        await eventually(holds_the_place, "the first registration holding the place")
+                    finally:
+                        await counted.close()
                     others = await asyncio.gather(*(register(i) for i in range(1, 5)))
                     health = await http.get("/api/health/ready/")
                     answered_while_hashing = health.status_code == 200 and not first.done()
