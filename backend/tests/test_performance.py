@@ -179,6 +179,20 @@ class TestHashingPool:
         assert await pool.run(own_niceness) == own_niceness() + 10
 
 
+async def registrations_holding_a_place(count: int) -> None:
+    """Wait until `count` registrations of a live server hold a hashing place (a registration is
+    counted, a rate-limit hit, once it holds one), however long a busy machine takes."""
+    connection = await asyncpg.connect(libpq_url(TEST_DATABASE_URL))
+    try:
+
+        async def holding() -> bool:
+            return bool(await connection.fetchval("SELECT count(*) FROM rate_limit_hits") >= count)
+
+        await eventually(holding, f"{count} registrations holding a place")
+    finally:
+        await connection.close()
+
+
 class TestSaturatedHashing:
     def test_registrations_past_the_queue_wait_for_a_place_then_get_503_and_nothing_else_waits(self) -> None:
         # One slow hashing thread, no queue and a short wait: of a burst of registrations, one is
@@ -199,17 +213,7 @@ class TestSaturatedHashing:
                         return res, time.monotonic() - started
 
                     first = asyncio.create_task(register(0))
-                    # The first one holds the only place (then it is counted, and hashes), however
-                    # long the machine takes to get it there.
-                    counted = await asyncpg.connect(libpq_url(TEST_DATABASE_URL))
-                    try:
-
-                        async def holds_the_place() -> bool:
-                            return bool(await counted.fetchval("SELECT count(*) FROM rate_limit_hits") >= 1)
-
-                        await eventually(holds_the_place, "the first registration holding the place")
-                    finally:
-                        await counted.close()
+                    await registrations_holding_a_place(1)  # the first one: it hashes now
                     others = await asyncio.gather(*(register(i) for i in range(1, 5)))
                     health = await http.get("/api/health/ready/")
                     answered_while_hashing = health.status_code == 200 and not first.done()
@@ -242,7 +246,7 @@ class TestSaturatedHashing:
             async def scenario() -> httpx.Response:
                 async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
                     first = asyncio.create_task(http.post("/api/users/", json=body("hashing")))
-                    await asyncio.sleep(0.3)  # A is hashing
+                    await registrations_holding_a_place(1)  # A, hashing
                     _, writer = await asyncio.open_connection("127.0.0.1", port)
                     payload = json.dumps(body("leaver")).encode()
                     writer.write(
@@ -251,7 +255,7 @@ class TestSaturatedHashing:
                         + payload
                     )
                     await writer.drain()
-                    await asyncio.sleep(0.3)  # B's job is queued behind A's
+                    await registrations_holding_a_place(2)  # B, its job queued behind A's
                     writer.close()  # ... and B leaves
                     await writer.wait_closed()
                     return await first
