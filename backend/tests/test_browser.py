@@ -14,13 +14,17 @@ import pytest
 
 from app.core.config import BACKEND_DIR
 from scripts.live_server import live_server
-from tests.conftest import TEST_DATABASE_URL
+from tests.conftest import IN_IMAGE, TEST_DATABASE_URL
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = BACKEND_DIR / "test-artifacts"
 
 if CHROMIUM is None and not os.environ.get("PHRESH_REQUIRE_BROWSER"):
-    pytest.skip("Chromium is not installed (Debian: apt-get install chromium)", allow_module_level=True)
+    if IN_IMAGE:
+        reason = "drives the host's Chromium, which the image does not hold: it runs outside the container"
+    else:
+        reason = "Chromium is not installed (Debian: apt-get install chromium)"
+    pytest.skip(reason, allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
