@@ -209,6 +209,10 @@ class SmtpTransport:
             await client.send_message(email)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             raise classify(exc, self._step_of(exc, step)) from exc
+        except asyncio.CancelledError:
+            # The worker is stopping: no polite QUIT, which could hold its shutdown for a timeout.
+            client.close()
+            raise
         finally:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):  # the message is sent or not by now
                 if client.is_connected:
