@@ -142,7 +142,7 @@ class TestDocumentedCommands:
 
     def test_env_files_and_local_state_are_ignored_by_git(self) -> None:
         ignored = (ROOT_DIR / ".gitignore").read_text().splitlines()
-        for entry in (".env", "backend/.venv/", "backend/.venv-*/", "backend/.pgdata/"):
+        for entry in (".env", "backend/.venv/", "backend/.venv-*/", "backend/.pgdata/", "backend/.pgdata-*/"):
             assert entry in ignored
 
     def test_every_setting_in_the_readme_table_exists_in_config(self) -> None:
