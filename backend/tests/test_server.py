@@ -1,5 +1,6 @@
 """The service as a process: real uvicorn over real HTTP, start-up checks, the embedded database."""
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -240,6 +241,106 @@ class TestEmbeddedDatabase:
             time.sleep(0.1)
         assert not psutil.pid_exists(postgres_pid)
 
+    def test_the_server_is_shared_and_a_process_killed_outright_does_not_keep_it_running(
+        self, tmp_path: Path, env_without_database: dict[str, str]
+    ) -> None:
+        data_dir = tmp_path / "pgdata"
+        env = {**env_without_database, "EMBEDDED_DB_DIR": str(data_dir)}
+        holder = hold_embedded_database(env)
+        try:
+            postgres_pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+            # A second process joins the running server, and leaving does not stop it under the first.
+            run_python("from app.core.config import DATABASE_URL; print(DATABASE_URL)", env)
+            assert int((data_dir / "postmaster.pid").read_text().split()[0]) == postgres_pid
+            assert running(postgres_pid)
+            # The first is killed outright: it never lets go, so the server runs on for now...
+            holder.kill()
+            holder.communicate(timeout=30)
+            assert running(postgres_pid)
+            # ... until the next process to come and go, which must not wait for the dead one.
+            run_python("from app.core.config import DATABASE_URL; print(DATABASE_URL)", env)
+            assert wait_until_gone(postgres_pid)
+        finally:
+            stop_leftovers(holder, data_dir)
+
+    def test_the_last_process_to_let_go_stops_the_server(
+        self, tmp_path: Path, env_without_database: dict[str, str]
+    ) -> None:
+        data_dir = tmp_path / "pgdata"
+        env = {**env_without_database, "EMBEDDED_DB_DIR": str(data_dir)}
+        first, second = hold_embedded_database(env), hold_embedded_database(env)
+        try:
+            postgres_pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+            first.communicate(input="", timeout=30)  # told to go: it exits normally
+            assert running(postgres_pid)
+            second.communicate(input="", timeout=30)
+            assert wait_until_gone(postgres_pid)
+        finally:
+            stop_leftovers(first, data_dir)
+            stop_leftovers(second, data_dir)
+
+    def test_data_of_another_postgresql_major_version_stops_startup_with_one_clear_line(
+        self, tmp_path: Path, env_without_database: dict[str, str]
+    ) -> None:
+        # What pgserver (PostgreSQL 16), which Phresh used before, left in backend/.pgdata.
+        data_dir = tmp_path / "pgdata"
+        data_dir.mkdir()
+        (data_dir / "PG_VERSION").write_text("16\n")
+        (data_dir / "kept").write_text("the developer's data")
+        env = {**env_without_database, "EMBEDDED_DB_DIR": str(data_dir)}
+        result = run_app_import(env)
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert f"{data_dir} holds PostgreSQL 16 data" in lines[0]
+        assert f"mv {data_dir} {data_dir}-16" in lines[0]
+        assert sorted(path.name for path in data_dir.iterdir()) == ["PG_VERSION", "kept"]  # left alone
+
+
+def hold_embedded_database(env: dict[str, str]) -> "subprocess.Popen[str]":
+    """A process attached to the embedded database, holding it until its stdin closes."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom app.core.config import DATABASE_URL\nprint('attached', flush=True)\nsys.stdin.read()",
+        ],
+        cwd=BACKEND_DIR,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "attached"
+    return holder
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie has ended; only its parent has yet to reap it)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_until_gone(pid: int) -> bool:
+    deadline = time.monotonic() + 30
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not running(pid)
+
+
+def stop_leftovers(holder: "subprocess.Popen[str]", data_dir: Path) -> None:
+    # After a failure, nothing of the test may run on: neither the holder nor its PostgreSQL.
+    if holder.poll() is None:
+        holder.kill()
+    holder.communicate(timeout=30)  # and closes its pipes
+    pid_file = data_dir / "postmaster.pid"
+    if pid_file.exists():
+        with contextlib.suppress(psutil.NoSuchProcess, ValueError):
+            psutil.Process(int(pid_file.read_text().split()[0])).terminate()
+
 
 def load_manage() -> ModuleType:
     spec = importlib.util.spec_from_file_location("manage", BACKEND_DIR / "manage.py")
@@ -271,3 +372,19 @@ class TestManageEnvFile:
         env_file.write_text("SECRET_KEY=mine\n")
         assert load_manage().ensure_env_file(env_file) is False
         assert env_file.read_text() == "SECRET_KEY=mine\n"
+
+
+class TestManageVirtualenv:
+    def test_each_python_version_gets_a_virtualenv_of_its_own(self, tmp_path: Path) -> None:
+        manage = load_manage()
+        base = tmp_path / ".venv"
+        mine = f"{sys.version_info.major}.{sys.version_info.minor}"
+        assert manage.venv_dir(base) == base  # none yet: the first Python to come takes .venv
+
+        base.mkdir()
+        (base / "pyvenv.cfg").write_text(f"home = /opt/python/bin\nversion = {mine}.99\n")
+        assert manage.venv_dir(base) == base  # this Python's (any patch release of it)
+
+        (base / "pyvenv.cfg").write_text("home = /opt/python/bin\nversion_info = 3.99.0.final.0\n")
+        assert manage.venv_dir(base) == tmp_path / f".venv-{mine}"  # another version's: left alone
+        assert manage.python_version_of(base) == "3.99"
