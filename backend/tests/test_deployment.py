@@ -132,6 +132,8 @@ class TestDocumentedCommands:
             "test",
         ] in commands
         assert ["python3.13", "backend/manage.py", "test"] in commands  # the newest Python CI's machine has
+        # ... and the README states the range that was tested.
+        assert "(CI runs the suite on 3.11 and 3.13)" in readme()
 
     def test_env_example_holds_only_the_placeholder_the_server_refuses(self) -> None:
         example = (ROOT_DIR / ".env.example").read_text()
