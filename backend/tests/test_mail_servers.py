@@ -11,7 +11,7 @@ The app's own sender is paused in these tests; each runs a sender of its own (`M
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -100,6 +100,15 @@ class FieldMailbox(Mailbox):
         with self._lock:  # the controller's own connection, made to see the server up, is not ours
             self.connections = 0
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator["FieldMailbox"]:
+        """The server, serving inside the block."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
     def accepted(self) -> list[str]:
         """The recipient of every message accepted, in order."""
         with self._lock:
@@ -173,13 +182,10 @@ class TestGreylisting:
     ) -> None:
         caplog.set_level(logging.INFO, logger=MAIL_LOGGER)
         box = GreylistingMailbox()
-        box.start()
-        try:
+        with box.running():
             async with app_sender_paused(started_app), sender_for(db, box):
                 await register(app, client, *RECIPIENTS)
                 await eventually(lambda: all_settled(db), "every message settled")
-        finally:
-            box.stop()
         assert sorted(box.accepted()) == sorted(RECIPIENTS)  # each exactly once
         settled = await rows(db)
         assert [(row["outcome"], row["attempts"]) for row in settled] == [("sent", 2)] * 3  # refused, then accepted
@@ -327,13 +333,10 @@ class TestTemporaryTroubleAtEveryStep:
         settings: dict[str, Any],
     ) -> None:
         box = server_class()
-        box.start()
-        try:
+        with box.running():
             async with app_sender_paused(started_app), sender_for(db, box, **settings):
                 await register(app, client, *RECIPIENTS)
                 await eventually(lambda: all_settled(db), "every message settled")
-        finally:
-            box.stop()
         assert sorted(box.accepted()) == sorted(RECIPIENTS)  # each exactly once
         settled = await rows(db)
         assert [row["outcome"] for row in settled] == ["sent"] * 3
@@ -382,13 +385,10 @@ class TestPermanentRefusals:
         reply: str,
     ) -> None:
         box = server_class()
-        box.start()
-        try:
+        with box.running():
             async with app_sender_paused(started_app), sender_for(db, box):
                 await register(app, client, *RECIPIENTS)
                 await eventually(lambda: all_settled(db), "every message settled")
-        finally:
-            box.stop()
         assert box.accepted() == []
         settled = await rows(db)
         assert [(row["outcome"], row["attempts"], row["last_error"]) for row in settled] == [("failed", 1, reply)] * 3
@@ -436,8 +436,7 @@ class TestOurSettingsRefused:
     ) -> None:
         caplog.set_level(logging.INFO, logger=MAIL_LOGGER)
         box = FieldMailbox(auth_required=auth_required)
-        box.start()
-        try:
+        with box.running():
             async with app_sender_paused(started_app):
                 async with sender_for(db, box, **wrong):
                     await register(app, client, *RECIPIENTS)
@@ -452,8 +451,6 @@ class TestOurSettingsRefused:
                 # Fixed, and the server restarted: a new sender with the right settings.
                 async with sender_for(db, box, **right):
                     await eventually(lambda: all_settled(db), "every message settled")
-        finally:
-            box.stop()
 
         # While refused: nothing failed, nothing counted against the messages, nothing accepted.
         assert [(row["outcome"], row["attempts"]) for row in waiting] == [(None, 0)] * 3
@@ -481,8 +478,7 @@ class TestEndOfLife:
     ) -> None:
         caplog.set_level(logging.INFO, logger=MAIL_LOGGER)
         box = FieldMailbox()
-        box.start()
-        try:
+        with box.running():
             async with app_sender_paused(started_app):  # enqueued, and aged, before any sender looks
                 await register(app, client, "stale@example.com", "recent@example.com", "asker@example.com")
                 body = {"email": "asker@example.com"}
@@ -501,8 +497,6 @@ class TestEndOfLife:
                     )
                 async with sender_for(db, box):
                     await eventually(lambda: all_settled(db), "every message settled")
-        finally:
-            box.stop()
         outcomes = {(row["kind"], row["recipient"]): row["outcome"] for row in await rows(db)}
         assert outcomes == {
             ("email_verification", "stale@example.com"): "expired",
@@ -526,8 +520,7 @@ class TestEndOfLife:
         self, app: FastAPI, started_app: FastAPI, client: AsyncClient, db: Database
     ) -> None:
         box = AlwaysGreylisting()
-        box.start()
-        try:
+        with box.running():
             async with app_sender_paused(started_app), sender_for(db, box):
                 await register(app, client, "greylisted@example.com")
 
@@ -542,8 +535,6 @@ class TestEndOfLife:
                     {"minutes": minutes},
                 )
                 await eventually(lambda: all_settled(db), "every message settled")
-        finally:
-            box.stop()
         [row] = await rows(db)
         assert row["outcome"] == "expired" and row["attempts"] >= 1
         assert "450 4.2.0 Greylisted" in row["last_error"]
