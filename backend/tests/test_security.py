@@ -2,6 +2,7 @@
 
 import asyncio
 import hashlib
+import json
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,7 @@ from app.core.config import (
     REGISTER_MAX_PER_ADDRESS,
     SECRET_KEY,
 )
+from app.core.logging import formatter_for
 from app.db.repositories.users import UsersRepository
 from app.models.user import UserInDB, UserPublic
 from app.services import auth_service
@@ -376,8 +378,9 @@ class TestKeyRotation:
 
 
 class TestNoSecretsInLogs:
+    @pytest.mark.parametrize("log_format", ["text", "json"])
     async def test_a_session_logs_no_password_hash_salt_or_token(
-        self, app: FastAPI, client: AsyncClient, db: Database, caplog: pytest.LogCaptureFixture
+        self, app: FastAPI, client: AsyncClient, db: Database, caplog: pytest.LogCaptureFixture, log_format: str
     ) -> None:
         caplog.set_level(logging.DEBUG)  # everything, the database driver's query log included
         password, new_password = "logged-nowhere-1", "logged-nowhere-2"
@@ -408,8 +411,15 @@ class TestNoSecretsInLogs:
         assert before is not None and after is not None
         await client.post(app.url_path_for("users:logout"), headers={"Authorization": f"Bearer {fresh_token}"})
 
-        logged = "\n".join(record.getMessage() for record in caplog.records)
+        # The lines as the format writes them (the access lines' fields, a traceback too), and for
+        # JSON also each field's value as a collector reads it back (escaping hides no secret).
+        formatter = formatter_for(log_format)
+        lines = [formatter.format(record) for record in caplog.records]
+        if log_format == "json":
+            lines += [" ".join(str(value) for value in json.loads(line).values()) for line in lines]
+        logged = "\n".join(lines)
         assert "Query:" in logged  # the driver's DEBUG log was captured: the check below has teeth
+        assert "/api/users/me/" in logged  # and the access lines
         for secret in (password, new_password, before.password, before.salt, after.password, after.salt):
             assert secret not in logged
         for secret in (registered_token, token, fresh_token):

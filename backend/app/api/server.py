@@ -19,6 +19,7 @@ from app.api.errors import (
 )
 from app.api.middleware import AnyOrigin, LimitRequestBodySize, OneConnectionPerRead, PlainStartupErrors
 from app.api.openapi import check_operation_ids, operation_id, use_named_body_schemas
+from app.api.request_id import RequestIds
 from app.api.routes import include_api
 from app.core import config
 from app.core.logging import configure_logging
@@ -100,6 +101,9 @@ def get_application(*, database_url: DatabaseURL | None = None) -> FastAPI:
     # Authorization header, never in cookies, so any origin may call the API.
     app.add_middleware(AnyOrigin)
     app.add_middleware(PlainStartupErrors)
+    # Outermost: every answer (a 413, a preflight, a 500) carries X-Request-ID, every log line of
+    # the request its id; it answers an unhandled error itself, and writes the access line.
+    app.add_middleware(RequestIds, access_log=config.ACCESS_LOG)
     app.add_exception_handler(RequestValidationError, request_validation_exception_handler)
     app.add_exception_handler(405, method_not_allowed_handler)
     app.add_exception_handler(HashingBusyError, hashing_busy_handler)

@@ -165,6 +165,15 @@ DB_STATEMENT_CACHE_SIZE = config("DB_STATEMENT_CACHE_SIZE", cast=int, default=10
 # How long start-up keeps retrying an unreachable database before it gives up.
 DB_CONNECT_TIMEOUT_SECONDS = config("DB_CONNECT_TIMEOUT_SECONDS", cast=float, default=30.0)
 
+# Logs (docs/logging.md): `text` for people, `json` (one object per line) for a log collector.
+# Every line a request causes carries its request id; ACCESS_LOG writes one line per request
+# (uvicorn's own access log is switched off: it knows neither the route nor the user).
+LOG_FORMAT = config("LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("text", "json"):
+    _exit(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
+LOG_LEVEL = config("LOG_LEVEL", default="INFO").upper()
+ACCESS_LOG = config("ACCESS_LOG", cast=bool, default=True)
+
 # Where the private PostgreSQL keeps its data when no database is configured.
 EMBEDDED_DB_DIR = Path(config("EMBEDDED_DB_DIR", default=str(BACKEND_DIR / ".pgdata")))
 EMBEDDED_DB_NAME = "phresh"

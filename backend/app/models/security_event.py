@@ -39,6 +39,8 @@ class SecurityEventInDB(CoreModel):
     user_id: int | None
     client_address: str | None
     detail: str | None
+    # The X-Request-ID of the request that recorded it; None for events recorded outside a request.
+    request_id: str | None = None
 
 
 class SecurityEventPublic(SecurityEventInDB):

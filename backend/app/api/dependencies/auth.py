@@ -10,6 +10,7 @@ from fastapi.security.base import SecurityBase
 
 from app.api.dependencies.database import database_of
 from app.core.config import API_PREFIX
+from app.core.logging import set_current_user
 from app.db.repositories.sessions import SessionsRepository
 from app.models.user import UserInDB
 from app.services import auth_service
@@ -75,6 +76,7 @@ class ActiveUserFromToken(SecurityBase):
         token = await self.scheme(request)  # no bearer token: 401 "Not authenticated"
         assert token is not None  # the scheme refuses instead (auto_error)
         user = await get_user_from_token(token=token, db=database_of(request))
+        set_current_user(user.id)  # the request's later log lines and its access line name them
         if not user.is_active:
             raise unauthorized(NOT_ACTIVE)
         return user

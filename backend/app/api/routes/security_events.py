@@ -26,10 +26,16 @@ async def list_security_events(
     offset: Offset = 0,
     kind: SecurityEventKind | None = None,
     user_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    request_id: Annotated[
+        str | None, Query(max_length=128, description="Only the events of the request with this X-Request-ID.")
+    ] = None,
 ) -> SecurityEventsPage:
     """The audit trail, newest first (superusers only): registrations, logins, lockouts, password
-    changes, deactivations. It records who, when and from which address; never a secret."""
-    events, total = await events_repo.list_events(limit=limit, offset=offset, kind=kind, user_id=user_id)
+    changes, deactivations. It records who, when, from which address and in which request (the
+    `X-Request-ID` of its answer, which leads to the request's log lines); never a secret."""
+    events, total = await events_repo.list_events(
+        limit=limit, offset=offset, kind=kind, user_id=user_id, request_id=request_id
+    )
     return SecurityEventsPage(
         events=[SecurityEventPublic.model_validate(event.model_dump()) for event in events],
         total=total,
