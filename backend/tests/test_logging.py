@@ -19,16 +19,19 @@ from databases import Database
 from fastapi import FastAPI, status
 from httpx import ASGITransport, AsyncClient
 
+from app.api.errors import HASHING_BUSY
 from app.api.request_id import INTERNAL_SERVER_ERROR
 from app.api.server import get_application
 from app.core.config import BACKEND_DIR
 from app.core.logging import CONTEXT_FIELDS, RequestContext, end_request, start_request
 from app.models.user import AnyUser, UserInDB, UserPublic
+from app.services.hashing import HashingBusyError
 from scripts.live_server import ServerProcess
 from tests.app_with_a_failing_route import FAILING_PATH, FAILURE_MESSAGE, with_a_failing_route
 from tests.conftest import TEST_DATABASE_URL, Mailbox, bearer
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
+HASHING_BUSY_PATH = "/test-only/hashing-busy/"
 JSON_FIELDS = {"time", "level", "logger", "message", *CONTEXT_FIELDS}
 
 
@@ -55,7 +58,7 @@ class TestTheRequestIdHeader:
         ids=["empty", "space", "quote", "apostrophe", "backslash", "too long", "not ascii", "tab"],
     )
     async def test_an_insane_one_is_replaced_by_a_new_one(self, app: FastAPI, client: AsyncClient, sent: bytes) -> None:
-        res = await client.get(app.url_path_for("health:alive"), headers={"X-Request-ID": sent})
+        res = await client.get(app.url_path_for("health:alive"), headers={b"X-Request-ID": sent})
         assert GENERATED.fullmatch(res.headers["X-Request-ID"])
 
     async def test_without_one_each_request_gets_its_own(self, app: FastAPI, client: AsyncClient) -> None:
@@ -186,11 +189,24 @@ class TestAuditEvents:
 async def failing_app() -> AsyncIterator[FastAPI]:
     """The app with a route that fails, beside the session's app (which stays as it is)."""
     app = with_a_failing_route(get_application(database_url=TEST_DATABASE_URL))
+
+    async def hashing_busy() -> None:
+        raise HashingBusyError  # what the hashing line raises when no place comes free in time
+
+    app.add_api_route(HASHING_BUSY_PATH, hashing_busy, methods=["POST"], include_in_schema=False)
     async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60):
         yield app
 
 
 class TestUnhandledErrors:
+    async def test_an_error_with_a_handler_is_answered_by_it_with_the_id(
+        self, failing_app: FastAPI, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async with AsyncClient(transport=ASGITransport(app=failing_app), base_url="http://testserver") as client:
+            res = await client.post(HASHING_BUSY_PATH, headers={"X-Request-ID": "busy"})
+        assert (res.status_code, res.json()["detail"], res.headers["X-Request-ID"]) == (503, HASHING_BUSY, "busy")
+        assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
     async def test_answers_500_with_the_request_id_and_is_logged_once_with_its_traceback(
         self, failing_app: FastAPI, caplog: pytest.LogCaptureFixture
     ) -> None:
