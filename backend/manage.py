@@ -23,6 +23,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -116,7 +117,11 @@ def serve(args: argparse.Namespace) -> int:
     if args.reload:
         command.append("--reload")
     say(f"serving on http://{args.host}:{args.port} (Swagger UI at /docs); Ctrl-C stops it")
-    return subprocess.run(command, cwd=BACKEND_DIR).returncode
+    # Metrics of every worker meet in one directory (prometheus-client's multiprocess mode): a
+    # fresh, empty one per start, so that no count of an earlier run is added in; removed on exit.
+    with tempfile.TemporaryDirectory(prefix="phresh-metrics-serve-") as metrics_dir:
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        return subprocess.run(command, cwd=BACKEND_DIR, env=env).returncode
 
 
 def test(args: argparse.Namespace) -> int:

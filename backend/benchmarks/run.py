@@ -23,6 +23,10 @@ ones, /me's p99 against its idle p99, and how soon a login succeeds once the flo
 Then the feed's section (benchmarks/feed.py): a page's latency at 10,000, 100,000 and 1,000,000
 cleanings (`--skip-feed` leaves it out, `--feed-only` runs it alone).
 
+`--metrics-cost` runs one thing alone instead (benchmarks/metrics_cost.py): GET /api/users/me/
+with metrics on (METRICS_TOKEN set, multiprocess mode as `serve` runs it) and off, two servers
+loaded in turns, `--rounds` turns of `--duration` seconds each; on / off for requests/s.
+
 `--compare-me-with REV` runs one thing alone instead (benchmarks/before_after.py): GET /api/users/me/
 of git revision REV and of this tree, served side by side and loaded in turns, `--rounds` turns of
 `--duration` seconds each; after / before for requests/s, p50 and p99.
@@ -70,6 +74,7 @@ from benchmarks.common import (
 from benchmarks.feed import chart_feed, measure_feed, report_feed
 from benchmarks.flood import TARGETS as FLOOD_TARGETS
 from benchmarks.flood import measure_flood, report_flood
+from benchmarks.metrics_cost import measure_metrics_cost, report_metrics_cost
 from scripts.live_server import ServerProcess, prepare_database
 
 RESULTS = HERE / "results"
@@ -407,7 +412,14 @@ def main() -> int:
         metavar="REV",
         help="run this alone: GET /api/users/me/ of git revision REV (before) and of this tree (after), taking turns",
     )
-    parser.add_argument("--rounds", type=int, default=5, help="turns of each server with --compare-me-with")
+    parser.add_argument(
+        "--metrics-cost",
+        action="store_true",
+        help="run this alone: GET /api/users/me/ with metrics on and off, two servers taking turns",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="turns of each server with --compare-me-with or --metrics-cost"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("phresh: the benchmark needs wrk (Debian: apt-get install wrk)", file=sys.stderr)
@@ -416,6 +428,22 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     lines: list[str] = []
     figures: dict[str, Any] = {}
+    if args.metrics_cost:
+        figures = {"cores": os.cpu_count() or 1, "started": datetime.now(UTC).isoformat()}
+        figures["metrics_cost"] = asyncio.run(
+            measure_metrics_cost(
+                sibling_database(DATABASE_URL, "bench"),
+                duration=args.duration,
+                rounds=args.rounds,
+                workers=args.workers,
+                env=SERVER_ENV,
+            )
+        )
+        (RESULTS / "metrics-cost.json").write_text(json.dumps(figures, indent=2) + "\n")
+        for line in report_metrics_cost(figures["metrics_cost"]):
+            print(line)
+        print(f"wrote {RESULTS / 'metrics-cost.json'}")
+        return 0
     if args.compare_me_with:
         figures = {"cores": os.cpu_count() or 1, "started": datetime.now(UTC).isoformat()}
         figures["me_before_after"] = asyncio.run(

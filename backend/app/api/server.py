@@ -17,6 +17,7 @@ from app.api.errors import (
     method_not_allowed_handler,
     request_validation_exception_handler,
 )
+from app.api.metrics import install_metrics
 from app.api.middleware import AnyOrigin, LimitRequestBodySize, OneConnectionPerRead, PlainStartupErrors
 from app.api.openapi import check_operation_ids, operation_id, use_named_body_schemas
 from app.api.request_id import RequestIds
@@ -100,6 +101,9 @@ def get_application(*, database_url: DatabaseURL | None = None) -> FastAPI:
     # CORS, outside the body limit so that a page can read a 413 too. Tokens travel in the
     # Authorization header, never in cookies, so any origin may call the API.
     app.add_middleware(AnyOrigin)
+    # Metrics (with METRICS_TOKEN set): outside the body limit and CORS, so that it counts their
+    # answers too; inside the request ids, whose 500 for an unhandled error it counts as the error.
+    install_metrics(app)
     app.add_middleware(PlainStartupErrors)
     # Outermost: every answer (a 413, a preflight, a 500) carries X-Request-ID, every log line of
     # the request its id; it answers an unhandled error itself, and writes the access line.

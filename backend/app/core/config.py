@@ -148,6 +148,13 @@ EMAIL_VERIFICATION_MAIL_MAX_AGE_MINUTES = config(
 
 MAX_REQUEST_BODY_BYTES = config("MAX_REQUEST_BODY_BYTES", cast=int, default=1024 * 1024)
 
+# Metrics (docs/metrics.md): GET /metrics in the Prometheus text format, for a scraper sending
+# `Authorization: Bearer <METRICS_TOKEN>`. Unset: no /metrics at all (404) and nothing counted per request.
+METRICS_TOKEN = config("METRICS_TOKEN", cast=Secret, default="")
+METRICS_TOKEN_MIN_BYTES = 16
+if METRICS_TOKEN and len(str(METRICS_TOKEN).encode()) < METRICS_TOKEN_MIN_BYTES:
+    _exit(f"METRICS_TOKEN is shorter than {METRICS_TOKEN_MIN_BYTES} bytes: generate one with `openssl rand -hex 32`")
+
 # Password hashing runs in a pool of threads (bcrypt releases the GIL), off the event loop. At most
 # HASH_QUEUE_SIZE more jobs wait for a thread. A request that finds them all taken waits in line up
 # to HASH_WAIT_SECONDS for a place, then register/login/password change answer 503. So an answered

@@ -171,6 +171,19 @@ def _lone(usual: Callable[..., Awaitable[Any]], name: str) -> Callable[..., Awai
     return lone
 
 
+def pool_usage(database: Database) -> tuple[int, int, int]:
+    """The pool's connections (open, held), and the tasks waiting for one: in line for a turn
+    here, or at asyncpg's pool itself (a transaction's connection comes from there)."""
+    backend = database._backend
+    pool = getattr(backend, "_pool", None)
+    if pool is None:
+        return 0, 0, 0
+    size = pool.get_size()
+    turns: asyncio.Semaphore | None = getattr(backend, "_phresh_turns", None)
+    waiting = len(getattr(turns, "_waiters", None) or ()) + len(getattr(pool._queue, "_getters", None) or ())
+    return size, size - pool.get_idle_size(), waiting
+
+
 def install() -> None:
     """Route `databases`' single statements straight through the pool (once per process)."""
     global _installed

@@ -37,6 +37,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from app.core import metrics
+
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
@@ -102,8 +104,11 @@ class HashingPool:
         """A place, at once if one is free, else one that comes free within `wait_seconds`."""
         if self.pending < self.capacity:  # then nobody waits: a freed place goes to a waiter first
             self.pending += 1
+            metrics.HASHING_WAIT.observe(0.0)
             return
         if len(self._waiting) >= MAX_WAITING:
+            metrics.HASHING_REFUSED.inc()
+            metrics.HASHING_WAIT.observe(0.0)
             raise HashingBusyError
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
@@ -113,13 +118,18 @@ class HashingPool:
         # resending together, would otherwise come back in waves, each a burst of work for the loop.
         wait = self.wait_seconds * random.uniform(0.5, 1.0)  # noqa: S311 (jitter, not a secret)
         timer = loop.call_later(wait, self._expire, waiter)
+        started = time.perf_counter()
         try:
             await waiter  # the place is handed over by _give_back: `pending` already counts it
+        except HashingBusyError:
+            metrics.HASHING_REFUSED.inc()
+            raise
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self._give_back()  # handed over as this request was being cancelled
             raise
         finally:
+            metrics.HASHING_WAIT.observe(time.perf_counter() - started)
             current.waiter = None
             timer.cancel()
             with contextlib.suppress(ValueError):

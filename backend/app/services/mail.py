@@ -27,7 +27,7 @@ import aiosmtplib
 from databases import Database
 from starlette.datastructures import Secret
 
-from app.core import config
+from app.core import config, metrics
 from app.db.errors import DATABASE_UNAVAILABLE_ERRORS
 from app.db.repositories.outbox import MailKind, OutboxMessage, OutboxRepository, PreparedMail
 
@@ -356,16 +356,19 @@ class MailSender:
                 message.attempts,
                 message.last_error,
             )
+            metrics.count_outbox("expired")  # recorded by the claim itself
             return True
         prepared = await self.outbox.prepare(message)
         if prepared is None:
             await self.outbox.finish(message.id, outcome="skipped")
+            metrics.count_outbox("skipped")
             return True
         try:
             await self.transport.send(compose(prepared))
         except PermanentMailError as exc:
             logger.error("mail %s to %s refused for good: %s", message.id, message.recipient, exc)
             await self.outbox.finish(message.id, outcome="failed", error=str(exc)[:500])
+            metrics.count_outbox("failed")
             return True
         except MailConfigurationError as exc:
             await self.outbox.release(message.id, error=str(exc))
@@ -375,8 +378,10 @@ class MailSender:
             logger.warning("mail %s not sent (%s); trying again in %.1f s", message.id, exc, delay)
             error = str(exc) if isinstance(exc, MailError) else f"{type(exc).__name__}: {exc}"
             await self.outbox.retry_later(message.id, delay=delay, error=error)
+            metrics.count_outbox("retried")
             return True
         await self.outbox.finish(message.id, outcome="sent")
+        metrics.count_outbox("sent")
         if self.on_sent is not None:
             self.on_sent(message)
         return True

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, status
 
 from app.api.dependencies.database import get_repository
-from app.core import config
+from app.core import config, metrics
 from app.db.repositories.rate_limits import Hit, RateLimitsRepository
 from app.services.hashing import ClientGoneError
 
@@ -43,6 +43,7 @@ async def count_attempt(
         count, retry_after = hit.counts[bucket]
         if count > maximum:
             await limits.forget_hit(hit=hit)
+            metrics.RATE_LIMIT_REFUSALS.labels(bucket).inc()
             raise Throttled(retry_after)
     return hit
 

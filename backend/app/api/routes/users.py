@@ -30,7 +30,7 @@ from app.api.dependencies.throttling import (
 from app.api.errors import error_responses
 from app.api.responses import model_response
 from app.api.routes.mail import wake_mail_sender
-from app.core import config
+from app.core import config, metrics
 from app.core.config import ACCESS_TOKEN_EXPIRE_MINUTES
 from app.db.errors import EmailAlreadyTakenError, UsernameAlreadyTakenError
 from app.db.repositories.outbox import MailKind, OutboxRepository
@@ -115,6 +115,7 @@ async def start_session(
     session, refresh_token = await sessions.start_session(
         user_id=user.id, client_address=client_address, user_agent=user_agent
     )
+    metrics.SESSIONS_STARTED.inc()
     return session, tokens_for(user, session, refresh_token=refresh_token)
 
 
@@ -419,6 +420,9 @@ async def refresh_access_token(
     if result.outcome is RefreshOutcome.ended:
         raise unauthorized(SESSION_ENDED)
     if result.outcome is RefreshOutcome.reused:
+        # Counted here, where the refresh's transaction has ended the session (and committed).
+        metrics.REFRESH_TOKEN_REUSE.inc()
+        metrics.count_sessions_ended(SessionEndReason.refresh_token_reused.value)
         await events.record(
             kind=Event.refresh_token_reused,
             user_id=session.user_id,
@@ -430,6 +434,7 @@ async def refresh_access_token(
     user = result.user
     if user is None or not user.is_active:
         raise unauthorized(NOT_ACTIVE)
+    metrics.SESSIONS_REFRESHED.inc()
     repeated = " (repeated within the grace window)" if result.outcome is RefreshOutcome.repeated else ""
     await events.record(
         kind=Event.session_refreshed,

@@ -102,6 +102,14 @@ RELEASE_QUERY = """
 
 WAITING_COUNT_QUERY = "SELECT count(*) FROM outbox_messages WHERE outcome IS NULL;"
 
+# For /metrics: the due messages (through the due index, where only unsettled messages are) and
+# how long ago the oldest of them was asked for.
+DUE_SUMMARY_QUERY = """
+    SELECT count(*) AS due, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest_age_seconds
+    FROM outbox_messages
+    WHERE outcome IS NULL AND next_attempt_at <= now();
+"""
+
 # A token's use: spent at most once, and only while it is valid and still bound to what it acts on.
 USE_VERIFICATION_TOKEN_QUERY = """
     WITH spent AS (
@@ -243,6 +251,12 @@ class OutboxRepository(BaseRepository):
 
     async def count_waiting(self) -> int:
         return int(await self.db.fetch_val(WAITING_COUNT_QUERY))
+
+    async def due_summary(self) -> tuple[int, float]:
+        """How many messages are due to be sent, and the age in seconds of the oldest of them (0 when none)."""
+        record = await self.db.fetch_one(DUE_SUMMARY_QUERY)
+        assert record is not None  # an aggregate always answers one row
+        return int(record["due"]), float(record["oldest_age_seconds"])
 
     async def verify_email(self, *, token: str) -> tuple[int, str] | None:
         """Spend a verification token: the user id and the email it verified, or None."""

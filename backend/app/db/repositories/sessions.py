@@ -6,7 +6,7 @@ from enum import Enum, auto
 from typing import Any
 from uuid import UUID
 
-from app.core import config
+from app.core import config, metrics
 from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
 from app.db.repositories.users import UsersRepository, user_from_row, user_with_profile_columns
 from app.models.session import SessionEndReason, SessionInDB
@@ -249,12 +249,16 @@ class SessionsRepository(BaseRepository):
     async def end_session(self, *, user_id: int, session_id: UUID, reason: SessionEndReason) -> bool:
         """End one live session of the user's; whether there was one to end."""
         values = {"session_id": session_id, "user_id": user_id, "reason": reason.value}
-        return await self.db.fetch_one(END_SESSION_QUERY, values) is not None
+        ended = await self.db.fetch_one(END_SESSION_QUERY, values) is not None
+        metrics.count_sessions_ended(reason.value, int(ended))
+        return ended
 
     async def end_sessions(self, *, user_id: int, reason: SessionEndReason, except_id: UUID | None = None) -> int:
         """End every session of the user (but `except_id`); how many of them were alive."""
         values = {"user_id": user_id, "reason": reason.value, "except_id": except_id}
-        return int(await self.db.fetch_val(END_SESSIONS_QUERY, values) or 0)
+        ended = int(await self.db.fetch_val(END_SESSIONS_QUERY, values) or 0)
+        metrics.count_sessions_ended(reason.value, ended)
+        return ended
 
     async def list_sessions(self, *, user_id: int) -> list[SessionInDB]:
         """The user's live sessions, most recently used first."""

@@ -1,0 +1,210 @@
+"""GET /metrics: exact counts over the workers of a live server, and who may read them."""
+
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from uuid import uuid4
+
+import httpx
+import pytest
+from fastapi import status
+from httpx import AsyncClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from scripts.live_server import live_server, prepare_database
+from tests.conftest import TEST_DATABASE_URL, eventually
+
+TOKEN = secrets.token_hex(16)
+REGISTRATIONS = 3
+WRONG_LOGINS = 5  # past LOGIN_MAX_FAILURES_PER_ACCOUNT (3): three 401s, then two 429s
+ME_CALLS = 7
+WORKERS = 2
+# Its own database: the outbox holds only what this module's requests put there.
+METRICS_DATABASE_URL = TEST_DATABASE_URL.replace(database=f"{TEST_DATABASE_URL.database}_metrics")
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sample's value; 0 where the exposition has no such sample (a count that never happened)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def requests(samples: Samples, route: str, method: str, status_class: str) -> float:
+    return value(samples, "phresh_http_requests_total", route=route, method=method, status_class=status_class)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    prepare_database(METRICS_DATABASE_URL)
+    env = {
+        "METRICS_TOKEN": TOKEN,
+        "SMTP_HOST": "",  # mail to files: the sender's outcomes without a mail server
+        "MAIL_OUTBOX_DIR": str(tmp_path_factory.mktemp("outbox")),
+        "LOGIN_MAX_FAILURES_PER_ACCOUNT": "3",
+        "LOGIN_MAX_FAILURES_PER_ADDRESS": "1000",
+        "REGISTER_MAX_PER_ADDRESS": "1000",
+        "REFRESH_REUSE_GRACE_SECONDS": "0",
+    }
+    with live_server(METRICS_DATABASE_URL, workers=WORKERS, env=env) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="module")
+async def http(server: str) -> AsyncIterator[AsyncClient]:
+    # A new connection per request: the kernel hands them to either worker.
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with AsyncClient(base_url=server, limits=limits, timeout=60) as client:
+        yield client
+
+
+async def scrape(http: AsyncClient) -> Samples:
+    res = await http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert res.status_code == status.HTTP_200_OK
+    assert res.headers["content-type"].startswith("text/plain; version=")
+    return parse(res.text)
+
+
+@pytest.fixture(scope="module")
+async def after_known_requests(http: AsyncClient) -> Samples:
+    """Registrations, wrong passwords, /me, a refresh, a reused refresh token, a logout, a 404,
+    refused scrapes; then a scrape once the sender has sent every verification mail."""
+    run = uuid4().hex[:8]
+    tokens = []
+    for n in range(REGISTRATIONS):
+        new_user = {"email": f"m{run}{n}@example.com", "username": f"m{run}{n}", "password": "metrics-pass"}
+        res = await http.post("/api/users/", json={"new_user": new_user})
+        assert res.status_code == status.HTTP_201_CREATED, res.text
+        tokens.append(res.json()["access_token"])
+    answers = []
+    for _ in range(WRONG_LOGINS):
+        form = {"username": f"m{run}0@example.com", "password": "not-the-password"}
+        answers.append((await http.post("/api/users/login/token/", data=form)).status_code)
+    assert answers == [401, 401, 401, 429, 429]
+    me = {"Authorization": f"Bearer {tokens[0]['access_token']}"}
+    for _ in range(ME_CALLS):
+        assert (await http.get("/api/users/me/", headers=me)).status_code == status.HTTP_200_OK
+    first = tokens[1]["refresh_token"]
+    res = await http.post("/api/users/login/token/refresh/", json={"refresh_token": first})
+    assert res.status_code == status.HTTP_200_OK
+    res = await http.post("/api/users/login/token/refresh/", json={"refresh_token": first})
+    assert res.status_code == status.HTTP_401_UNAUTHORIZED  # reused: its session ends
+    logout = {"Authorization": f"Bearer {tokens[2]['access_token']}"}
+    assert (await http.post("/api/users/logout/", headers=logout)).status_code == status.HTTP_204_NO_CONTENT
+    assert (await http.get("/api/no/such/page/")).status_code == status.HTTP_404_NOT_FOUND
+    assert (await http.get("/api/cleanings/12345/")).status_code == status.HTTP_401_UNAUTHORIZED
+    assert (await http.get("/metrics")).status_code == status.HTTP_401_UNAUTHORIZED
+
+    async def all_mail_sent() -> bool:
+        return value(await scrape(http), "phresh_outbox_messages_total", outcome="sent") >= REGISTRATIONS
+
+    await eventually(all_mail_sent, "the sender sends every verification mail")
+    return await scrape(http)
+
+
+class TestCounts:
+    async def test_requests_are_counted_by_route_template_method_and_status_class(
+        self, after_known_requests: Samples
+    ) -> None:
+        samples = after_known_requests
+        assert requests(samples, "/api/users/", "POST", "2xx") == REGISTRATIONS
+        assert requests(samples, "/api/users/login/token/", "POST", "4xx") == WRONG_LOGINS
+        assert requests(samples, "/api/users/login/token/", "POST", "2xx") == 0
+        assert requests(samples, "/api/users/me/", "GET", "2xx") == ME_CALLS
+        assert requests(samples, "/api/users/login/token/refresh/", "POST", "2xx") == 1
+        assert requests(samples, "/api/users/login/token/refresh/", "POST", "4xx") == 1
+        assert requests(samples, "/api/users/logout/", "POST", "2xx") == 1
+        assert requests(samples, "unmatched", "GET", "4xx") == 1
+        assert requests(samples, "/api/cleanings/{cleaning_id}/", "GET", "4xx") == 1
+        duration_count = value(
+            samples, "phresh_http_request_duration_seconds_count", route="/api/users/me/", method="GET"
+        )
+        assert duration_count == ME_CALLS
+
+    async def test_no_label_holds_a_raw_path(self, after_known_requests: Samples) -> None:
+        routes = {dict(labels).get("route") for _, labels in after_known_requests} - {None}
+        assert "/api/cleanings/12345/" not in routes
+        assert "/api/no/such/page/" not in routes
+        assert all(route == "unmatched" or route.startswith("/") for route in routes)
+
+    async def test_rate_limit_refusals_hashing_and_sessions(self, after_known_requests: Samples) -> None:
+        samples = after_known_requests
+        assert value(samples, "phresh_rate_limit_refusals_total", kind="login:account") == WRONG_LOGINS - 3
+        # Every registration and login took a place in the hashing line; none was refused.
+        assert value(samples, "phresh_hashing_wait_seconds_count") == REGISTRATIONS + WRONG_LOGINS
+        assert value(samples, "phresh_hashing_refused_total") == 0
+        assert value(samples, "phresh_sessions_started_total") == REGISTRATIONS
+        assert value(samples, "phresh_sessions_refreshed_total") == 1
+        assert value(samples, "phresh_refresh_token_reuse_detected_total") == 1
+        assert value(samples, "phresh_sessions_ended_total", reason="refresh_token_reused") == 1
+        assert value(samples, "phresh_sessions_ended_total", reason="logout") == 1
+
+    async def test_the_outbox_outcomes_and_what_is_due(self, after_known_requests: Samples) -> None:
+        samples = after_known_requests
+        assert value(samples, "phresh_outbox_messages_total", outcome="sent") == REGISTRATIONS
+        for outcome in ("retried", "failed", "skipped", "expired"):
+            assert value(samples, "phresh_outbox_messages_total", outcome=outcome) == 0
+        assert value(samples, "phresh_outbox_due_messages") == 0
+        assert value(samples, "phresh_outbox_oldest_due_age_seconds") == 0
+
+    async def test_every_scrape_shows_the_whole_replica_whichever_worker_answers(
+        self, http: AsyncClient, after_known_requests: Samples
+    ) -> None:
+        def answered(samples: Samples) -> Samples:
+            return {
+                key: count
+                for key, count in samples.items()
+                if key[0] == "phresh_http_requests_total"
+                and dict(key[1])["route"] not in ("/metrics", "/api/health/ready/")
+            }
+
+        expected = answered(after_known_requests)
+        for _ in range(3 * WORKERS):
+            assert answered(await scrape(http)) == expected
+
+        # Each worker keeps DB_POOL_MIN_SIZE (2) connections open: the sum shows both workers'.
+        async def both_pools_counted() -> bool:
+            return value(await scrape(http), "phresh_db_pool_connections") >= 2 * WORKERS
+
+        await eventually(both_pools_counted, "the pool gauges of both workers")
+
+    async def test_build_info_names_the_version_and_the_schema(self, after_known_requests: Samples) -> None:
+        from app.api.routes.health import MIGRATIONS_HEAD
+        from app.core.config import VERSION
+
+        (build,) = [labels for name, labels in after_known_requests if name == "phresh_build_info"]
+        labels = dict(build)
+        assert labels["version"] == VERSION
+        assert labels["schema_revision"] == MIGRATIONS_HEAD
+        assert labels["revision"]
+
+
+class TestAccess:
+    @pytest.mark.parametrize(
+        "authorization",
+        [None, "", "Bearer", f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN}x", f"Basic {TOKEN}", TOKEN],
+    )
+    async def test_a_missing_or_wrong_token_gets_401_and_no_metrics(
+        self, http: AsyncClient, authorization: str | None
+    ) -> None:
+        headers = {} if authorization is None else {"Authorization": authorization}
+        res = await http.get("/metrics", headers=headers)
+        assert res.status_code == status.HTTP_401_UNAUTHORIZED
+        assert res.headers["www-authenticate"] == "Bearer"
+        assert "phresh_" not in res.text
+
+    async def test_without_a_token_configured_there_is_no_metrics_page(self, client: AsyncClient) -> None:
+        res = await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert res.status_code == status.HTTP_404_NOT_FOUND
+        assert "phresh_" not in res.text
+
+    async def test_metrics_are_not_in_the_openapi_document(self, http: AsyncClient) -> None:
+        paths = (await http.get("/openapi.json")).json()["paths"]
+        assert "/metrics" not in paths
