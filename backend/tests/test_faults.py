@@ -23,7 +23,7 @@ from app.models.user import UserInDB
 from app.services import auth_service
 from scripts.live_server import ServerProcess
 from scripts.ports import free_port
-from tests.conftest import TEST_DATABASE_URL
+from tests.conftest import TEST_DATABASE_URL, private_data_dir
 
 
 class TestHealth:
@@ -56,14 +56,14 @@ class PrivatePostgres:
 
 
 @pytest.fixture(scope="module")
-def private_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePostgres]:
-    data_dir = tmp_path_factory.mktemp("outage") / "pgdata"
-    server = get_embedded_server(data_dir)
-    url = DatabaseURL(server.get_uri("phresh").replace("postgres:@", "postgres@", 1))
-    asyncio.run(recreate_database(url))
-    migrate(url)
-    yield PrivatePostgres(server=server, data_dir=data_dir, url=url)
-    server.cleanup()
+def private_postgres() -> Iterator[PrivatePostgres]:
+    with private_data_dir("outage") as data_dir:
+        server = get_embedded_server(data_dir)
+        url = DatabaseURL(server.get_uri("phresh").replace("postgres:@", "postgres@", 1))
+        asyncio.run(recreate_database(url))
+        migrate(url)
+        yield PrivatePostgres(server=server, data_dir=data_dir, url=url)
+        server.cleanup()
 
 
 async def insert_user(url: DatabaseURL) -> str:

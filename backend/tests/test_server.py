@@ -174,9 +174,9 @@ def run_python(code: str, env: dict[str, str]) -> str:
 
 class TestEmbeddedDatabase:
     def test_with_no_database_configured_a_private_postgresql_is_migrated_and_keeps_its_data(
-        self, tmp_path: Path, env_without_database: dict[str, str]
+        self, pgdata_dir: Path, env_without_database: dict[str, str]
     ) -> None:
-        env = {**env_without_database, "EMBEDDED_DB_DIR": str(tmp_path / "pgdata")}
+        env = {**env_without_database, "EMBEDDED_DB_DIR": str(pgdata_dir)}
         url = run_python("from app.core.config import DATABASE_URL; print(DATABASE_URL)", env)
         assert url.startswith("postgresql://postgres@/phresh?host=")
 
@@ -212,9 +212,9 @@ class TestEmbeddedDatabase:
         assert run_python(select, env) == "kept"
 
     def test_the_private_postgresql_stops_when_the_server_is_stopped(
-        self, tmp_path: Path, env_without_database: dict[str, str]
+        self, pgdata_dir: Path, env_without_database: dict[str, str]
     ) -> None:
-        data_dir = tmp_path / "pgdata"
+        data_dir = pgdata_dir
         env = {**env_without_database, "EMBEDDED_DB_DIR": str(data_dir)}
         port = free_port()
         server = subprocess.Popen(
@@ -242,9 +242,9 @@ class TestEmbeddedDatabase:
         assert not psutil.pid_exists(postgres_pid)
 
     def test_the_server_is_shared_and_a_process_killed_outright_does_not_keep_it_running(
-        self, tmp_path: Path, env_without_database: dict[str, str]
+        self, pgdata_dir: Path, env_without_database: dict[str, str]
     ) -> None:
-        data_dir = tmp_path / "pgdata"
+        data_dir = pgdata_dir
         env = {**env_without_database, "EMBEDDED_DB_DIR": str(data_dir)}
         holder = hold_embedded_database(env)
         try:
@@ -264,9 +264,9 @@ class TestEmbeddedDatabase:
             stop_leftovers(holder, data_dir)
 
     def test_the_last_process_to_let_go_stops_the_server(
-        self, tmp_path: Path, env_without_database: dict[str, str]
+        self, pgdata_dir: Path, env_without_database: dict[str, str]
     ) -> None:
-        data_dir = tmp_path / "pgdata"
+        data_dir = pgdata_dir
         env = {**env_without_database, "EMBEDDED_DB_DIR": str(data_dir)}
         first, second = hold_embedded_database(env), hold_embedded_database(env)
         try:
@@ -280,10 +280,10 @@ class TestEmbeddedDatabase:
             stop_leftovers(second, data_dir)
 
     def test_data_of_another_postgresql_major_version_stops_startup_with_one_clear_line(
-        self, tmp_path: Path, env_without_database: dict[str, str]
+        self, pgdata_dir: Path, env_without_database: dict[str, str]
     ) -> None:
         # What pgserver (PostgreSQL 16), which Phresh used before, left in backend/.pgdata.
-        data_dir = tmp_path / "pgdata"
+        data_dir = pgdata_dir
         data_dir.mkdir()
         (data_dir / "PG_VERSION").write_text("16\n")
         (data_dir / "kept").write_text("the developer's data")
