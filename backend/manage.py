@@ -112,6 +112,8 @@ def serve(args: argparse.Namespace) -> int:
     say("applying migrations")
     subprocess.run([str(python), "-m", "alembic", "upgrade", "head"], cwd=BACKEND_DIR, check=True)
     command = [str(python), "-m", "uvicorn", "app.api.server:app", "--host", args.host, "--port", str(args.port)]
+    # Proxy headers are read by the app, from TRUSTED_PROXIES only: uvicorn would believe any peer on 127.0.0.1.
+    command.append("--no-proxy-headers")
     if args.workers > 1:
         command += ["--workers", str(args.workers)]
     if args.reload:

@@ -58,7 +58,7 @@ def encoded(method: str, path: str, kwargs: dict[str, Any]) -> bytes:
         body, content_type = json.dumps(kwargs["json"]).encode(), "application/json"
     else:
         body, content_type = urlencode(kwargs["data"]).encode(), "application/x-www-form-urlencoded"
-    head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: {content_type}\r\n"
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
     return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 

@@ -53,7 +53,7 @@ class ServerProcess:
     def start(self, *, wait_until_ready: bool = True, timeout: float = 60) -> str:
         port = free_port()
         command = [sys.executable, "-m", "uvicorn", self.module, "--host", "127.0.0.1", "--port", str(port)]
-        command += ["--no-access-log", "--workers", str(self.workers)]
+        command += ["--no-access-log", "--no-proxy-headers", "--workers", str(self.workers)]
         self.process = subprocess.Popen(command, cwd=BACKEND_DIR, env=self.env, stdout=self.output, stderr=self.output)
         self.base_url = f"http://127.0.0.1:{port}"
         if wait_until_ready:

@@ -17,7 +17,7 @@ from scripts.ports import free_port
 from tests.conftest import TEST_DATABASE_URL, needs_repository
 
 ROOT_DIR = BACKEND_DIR.parent
-SERVE_COMMAND = "alembic upgrade head && exec uvicorn app.api.server:app --host 0.0.0.0 --port 8000"
+SERVE_COMMAND = "alembic upgrade head && exec uvicorn app.api.server:app --host 0.0.0.0 --port 8000 --no-proxy-headers"
 
 
 def compose() -> dict[str, dict[str, dict[str, object]]]:

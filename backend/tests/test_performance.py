@@ -255,7 +255,7 @@ class TestSaturatedHashing:
                     _, writer = await asyncio.open_connection("127.0.0.1", port)
                     payload = json.dumps(body("leaver")).encode()
                     writer.write(
-                        b"POST /api/users/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"POST /api/users/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                         + f"Content-Length: {len(payload)}\r\n\r\n".encode()
                         + payload
                     )

@@ -194,7 +194,11 @@ class TestBruteForce:
             assert httpx.post(f"{base_url}/api/users/login/token/", data=form).status_code == 429
 
     async def test_behind_a_proxy_the_address_comes_from_the_configured_header(self, test_user: UserInDB) -> None:
-        env = {"CLIENT_ADDRESS_HEADER": "X-Forwarded-For", "LOGIN_MAX_FAILURES_PER_ADDRESS": "3"}
+        env = {
+            "TRUSTED_PROXIES": "127.0.0.1",
+            "CLIENT_ADDRESS_HEADER": "X-Forwarded-For",
+            "LOGIN_MAX_FAILURES_PER_ADDRESS": "3",
+        }
         with live_server(TEST_DATABASE_URL, env=env) as base_url:
             login = f"{base_url}/api/users/login/token/"
 

@@ -20,6 +20,7 @@ from app.api.errors import (
 from app.api.metrics import install_metrics
 from app.api.middleware import AnyOrigin, LimitRequestBodySize, OneConnectionPerRead, PlainStartupErrors
 from app.api.openapi import check_operation_ids, operation_id, use_named_body_schemas
+from app.api.perimeter import AllowedHosts, SecurityHeaders, TrustedProxies
 from app.api.request_id import RequestIds
 from app.api.routes import include_api
 from app.core import config
@@ -105,9 +106,20 @@ def get_application(*, database_url: DatabaseURL | None = None) -> FastAPI:
     # answers too; inside the request ids, whose 500 for an unhandled error it counts as the error.
     install_metrics(app)
     app.add_middleware(PlainStartupErrors)
+    # Before routing, whose trailing-slash redirect names the request's Host (app/api/perimeter.py).
+    app.add_middleware(AllowedHosts, hosts=config.ALLOWED_HOSTS)
     # Outermost: every answer (a 413, a preflight, a 500) carries X-Request-ID, every log line of
     # the request its id; it answers an unhandled error itself, and writes the access line.
     app.add_middleware(RequestIds, access_log=config.ACCESS_LOG)
+    # ... outside it only the proxy headers, read before anything (the access line) sees the client,
+    # and the security headers, put on every answer, RequestIds' 500 included.
+    app.add_middleware(
+        TrustedProxies,
+        proxies=config.TRUSTED_PROXY_NETWORKS,
+        trust_any=config.TRUST_ANY_PROXY,
+        address_header=config.CLIENT_ADDRESS_HEADER,
+    )
+    app.add_middleware(SecurityHeaders, api_prefix=config.API_PREFIX)
     app.add_exception_handler(RequestValidationError, request_validation_exception_handler)
     app.add_exception_handler(405, method_not_allowed_handler)
     app.add_exception_handler(HashingBusyError, hashing_busy_handler)

@@ -4,6 +4,7 @@ The environment wins over `.env`. Names and defaults follow the tutorial; where 
 had none (the database), Phresh falls back to a private PostgreSQL it starts itself.
 """
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import NoReturn
@@ -95,9 +96,6 @@ LOGIN_FAILURE_WINDOW_SECONDS = config("LOGIN_FAILURE_WINDOW_SECONDS", cast=int, 
 REFRESH_MAX_FAILURES_PER_ADDRESS = config("REFRESH_MAX_FAILURES_PER_ADDRESS", cast=int, default=50)
 REGISTER_MAX_PER_ADDRESS = config("REGISTER_MAX_PER_ADDRESS", cast=int, default=30)
 REGISTER_WINDOW_SECONDS = config("REGISTER_WINDOW_SECONDS", cast=int, default=60 * 60)
-# Behind a reverse proxy, the header that carries the client's address (e.g. X-Forwarded-For; its
-# last entry is used, the one your proxy added). Unset: the address of the connecting peer.
-CLIENT_ADDRESS_HEADER = config("CLIENT_ADDRESS_HEADER", cast=str, default="")
 
 # Mail (email verification, password reset). With SMTP_HOST unset, messages are written as .eml
 # files to MAIL_OUTBOX_DIR instead, for a newcomer to read (`python3 backend/manage.py mail`).
@@ -147,6 +145,37 @@ EMAIL_VERIFICATION_MAIL_MAX_AGE_MINUTES = config(
 )
 
 MAX_REQUEST_BODY_BYTES = config("MAX_REQUEST_BODY_BYTES", cast=int, default=1024 * 1024)
+
+# The network's side (app/api/perimeter.py, docs/proxy.md).
+# Host names the server answers to (the Host header, port aside); any other gets 400, so that no
+# answer (a trailing-slash redirect) points at a host an attacker chose. `*` allows any: only
+# behind a proxy that checks the Host itself. The default serves the two-command start, Docker's
+# published port and the tutorial's client, all on localhost; the test suite's in-process clients
+# call themselves `testserver`.
+ALLOWED_HOSTS = tuple(
+    name.strip()
+    for name in config("ALLOWED_HOSTS", cast=str, default="localhost,127.0.0.1,[::1]").split(",")
+    if name.strip()
+) + (("testserver",) if config("TESTING", cast=bool, default=False) else ())
+# Addresses or networks (10.0.0.0/8) of the reverse proxies in front of the server, or `*` for any
+# peer (only when nothing but the proxy can reach the server). From those peers alone, the client's
+# address is read from CLIENT_ADDRESS_HEADER (its last entry that is not itself a trusted proxy) and
+# the scheme from X-Forwarded-Proto. Unset: no proxy header is believed, the peer is the client.
+TRUSTED_PROXIES = tuple(
+    entry.strip() for entry in config("TRUSTED_PROXIES", cast=str, default="").split(",") if entry.strip()
+)
+TRUST_ANY_PROXY = "*" in TRUSTED_PROXIES
+try:
+    TRUSTED_PROXY_NETWORKS = tuple(
+        ipaddress.ip_network(entry, strict=False) for entry in TRUSTED_PROXIES if entry != "*"
+    )
+except ValueError as exc:
+    _exit(f"TRUSTED_PROXIES: {exc} (give addresses or networks, such as 127.0.0.1 or 10.0.0.0/8, or *)")
+_client_address_header = config("CLIENT_ADDRESS_HEADER", cast=str, default=None)
+if _client_address_header and not TRUSTED_PROXIES:
+    # Before TRUSTED_PROXIES, this header was believed from anyone; now from the proxies alone.
+    _exit("CLIENT_ADDRESS_HEADER is read only from TRUSTED_PROXIES, which is not set: set it to your proxy's address")
+CLIENT_ADDRESS_HEADER = _client_address_header or "X-Forwarded-For"
 
 # Metrics (docs/metrics.md): GET /metrics in the Prometheus text format, for a scraper sending
 # `Authorization: Bearer <METRICS_TOKEN>`. Unset: no /metrics at all (404) and nothing counted per request.

@@ -3,7 +3,6 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from app.core.config import CLIENT_ADDRESS_HEADER
 from app.services import hashing_pool
 
 MAX_ADDRESS_LENGTH = 64
@@ -12,15 +11,14 @@ MAX_ADDRESS_LENGTH = 64
 async def get_client_address(request: Request) -> str:
     """The caller's address, for rate limits and the audit trail.
 
-    Behind a reverse proxy, set CLIENT_ADDRESS_HEADER to the header it sets: the last entry is
-    used, the one the proxy added itself (earlier entries are whatever the client claimed).
+    The connecting peer's, or the one a trusted proxy forwarded (app/api/perimeter.py:
+    TrustedProxies has put it in the request's scope by now). A forwarded one is the proxy's word
+    for what it saw, but bounded and printable all the same.
     """
-    if CLIENT_ADDRESS_HEADER:
-        forwarded = request.headers.get(CLIENT_ADDRESS_HEADER, "").split(",")[-1].strip()
-        forwarded = "".join(char for char in forwarded if char.isprintable())
-        if forwarded:
-            return forwarded[:MAX_ADDRESS_LENGTH]
-    return request.client.host if request.client else "unknown"
+    if request.client is None:
+        return "unknown"
+    address = "".join(char for char in request.client.host if char.isprintable())
+    return address[:MAX_ADDRESS_LENGTH] or "unknown"
 
 
 ClientAddress = Annotated[str, Depends(get_client_address)]
