@@ -14,7 +14,7 @@ import traceback
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from app.core import config
 
@@ -129,7 +129,18 @@ def formatter_for(log_format: str) -> logging.Formatter:
 
 
 class _PhreshHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The one handler Phresh installs on the root logger (found again by its class, never doubled)."""
+    """The one handler Phresh installs on the root logger (found again by its class, never doubled).
+
+    It writes to whatever `sys.stderr` is at the time, as Python's last-resort handler does: a
+    stream kept from start-up may be closed by the time a line comes (pytest's capture, at exit).
+    """
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)  # not StreamHandler's, which would keep a stream
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
 
 
 def configure_logging(*, log_format: str | None = None) -> None:
@@ -146,7 +157,7 @@ def configure_logging(*, log_format: str | None = None) -> None:
     root = logging.getLogger()
     handler = next((h for h in root.handlers if isinstance(h, _PhreshHandler)), None)
     if handler is None:
-        handler = _PhreshHandler(sys.stderr)
+        handler = _PhreshHandler()
         root.addHandler(handler)
         root.setLevel(config.LOG_LEVEL)
     handler.setFormatter(formatter_for(log_format or config.LOG_FORMAT))
