@@ -106,6 +106,18 @@ def ensure_env_file(path: Path = ENV_FILE) -> bool:
     return True
 
 
+def setting(name: str, *, default: str, env_file: Path = ENV_FILE) -> str:
+    """A setting as the app reads it (app/core/config.py): the environment, else the .env file, else `default`."""
+    if name in os.environ:
+        return os.environ[name]
+    if env_file.is_file():
+        for line in env_file.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == name:
+                return value.strip().strip("'\"")
+    return default
+
+
 def serve(args: argparse.Namespace) -> int:
     python = ensure_virtualenv()
     ensure_env_file()
@@ -114,6 +126,8 @@ def serve(args: argparse.Namespace) -> int:
     command = [str(python), "-m", "uvicorn", "app.api.server:app", "--host", args.host, "--port", str(args.port)]
     # Proxy headers are read by the app, from TRUSTED_PROXIES only: uvicorn would believe any peer on 127.0.0.1.
     command.append("--no-proxy-headers")
+    # On SIGTERM or Ctrl-C, requests in flight get this long to finish (docs/deployment.md).
+    command += ["--timeout-graceful-shutdown", setting("SHUTDOWN_GRACE_SECONDS", default="20")]
     if args.workers > 1:
         command += ["--workers", str(args.workers)]
     if args.reload:

@@ -13,7 +13,7 @@ from typing import IO
 import httpx
 from databases import DatabaseURL
 
-from app.core.config import BACKEND_DIR, SECRET_KEY
+from app.core.config import BACKEND_DIR, SECRET_KEY, SHUTDOWN_GRACE_SECONDS
 from app.db.admin import migrate, recreate_database
 from scripts.ports import free_port
 
@@ -54,6 +54,9 @@ class ServerProcess:
         port = free_port()
         command = [sys.executable, "-m", "uvicorn", self.module, "--host", "127.0.0.1", "--port", str(port)]
         command += ["--no-access-log", "--no-proxy-headers", "--workers", str(self.workers)]
+        # As `manage.py serve` and the image do: SIGTERM gives the requests in flight this long.
+        grace = self.env.get("SHUTDOWN_GRACE_SECONDS", str(SHUTDOWN_GRACE_SECONDS))
+        command += ["--timeout-graceful-shutdown", grace]
         self.process = subprocess.Popen(command, cwd=BACKEND_DIR, env=self.env, stdout=self.output, stderr=self.output)
         self.base_url = f"http://127.0.0.1:{port}"
         if wait_until_ready:

@@ -11,13 +11,16 @@ import sys
 
 import yaml
 
-from app.core.config import BACKEND_DIR, SECRET_KEY_PLACEHOLDER
+from app.core.config import BACKEND_DIR, MAIL_STOP_SECONDS, SECRET_KEY_PLACEHOLDER, SHUTDOWN_GRACE_SECONDS
 from scripts.live_server import live_server
 from scripts.ports import free_port
 from tests.conftest import TEST_DATABASE_URL, needs_repository
 
 ROOT_DIR = BACKEND_DIR.parent
-SERVE_COMMAND = "alembic upgrade head && exec uvicorn app.api.server:app --host 0.0.0.0 --port 8000 --no-proxy-headers"
+SERVE_COMMAND = (
+    "alembic upgrade head && exec uvicorn app.api.server:app --host 0.0.0.0 --port 8000 --no-proxy-headers"
+    " --timeout-graceful-shutdown ${SHUTDOWN_GRACE_SECONDS:-20}"
+)
 
 
 def compose() -> dict[str, dict[str, dict[str, object]]]:
@@ -49,10 +52,16 @@ class TestCompose:
     def test_server_migrates_then_serves_the_app(self) -> None:
         server = compose()["services"]["server"]
         assert server["build"] == "./backend"
-        assert server["command"] == f'sh -c "{SERVE_COMMAND}"'
+        # `$$` in compose is a `$` for the container's shell, which reads SHUTDOWN_GRACE_SECONDS from .env.
+        assert server["command"] == f'sh -c "{SERVE_COMMAND}"'.replace("$", "$$")
         assert server["env_file"] == ".env"
         assert "@db:5432/" in str(server["environment"]["DATABASE_URL"])  # type: ignore[index]
         assert server["depends_on"] == {"db": {"condition": "service_healthy"}}
+
+    def test_server_gets_time_to_drain_before_it_is_killed(self) -> None:
+        # compose sends SIGKILL this long after SIGTERM: more than the requests' and the mail sender's grace.
+        period = str(compose()["services"]["server"]["stop_grace_period"])
+        assert period.endswith("s") and int(period[:-1]) > SHUTDOWN_GRACE_SECONDS + MAIL_STOP_SECONDS
 
     def test_server_runs_under_an_init_that_reaps_orphans(self) -> None:
         # uvicorn as PID 1 reaps nobody: the test suite's servers leave their PostgreSQL as a zombie.

@@ -374,6 +374,20 @@ class TestManageEnvFile:
         assert env_file.read_text() == "SECRET_KEY=mine\n"
 
 
+class TestManageSettings:
+    def test_serve_reads_the_shutdown_grace_as_the_app_does_environment_then_env_file_then_default(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        manage = load_manage()
+        env_file = tmp_path / ".env"
+        monkeypatch.delenv("SHUTDOWN_GRACE_SECONDS", raising=False)
+        assert manage.setting("SHUTDOWN_GRACE_SECONDS", default="20", env_file=env_file) == "20"
+        env_file.write_text("SECRET_KEY=k\nSHUTDOWN_GRACE_SECONDS = '45'\n")
+        assert manage.setting("SHUTDOWN_GRACE_SECONDS", default="20", env_file=env_file) == "45"
+        monkeypatch.setenv("SHUTDOWN_GRACE_SECONDS", "7")
+        assert manage.setting("SHUTDOWN_GRACE_SECONDS", default="20", env_file=env_file) == "7"
+
+
 class TestManageVirtualenv:
     def test_each_python_version_gets_a_virtualenv_of_its_own(self, tmp_path: Path) -> None:
         manage = load_manage()

@@ -144,7 +144,24 @@ EMAIL_VERIFICATION_MAIL_MAX_AGE_MINUTES = config(
     "EMAIL_VERIFICATION_MAIL_MAX_AGE_MINUTES", cast=int, default=EMAIL_VERIFICATION_TOKEN_MINUTES
 )
 
+# Shutdown (docs/deployment.md). On SIGTERM a worker stops accepting connections and gives the
+# requests in flight up to SHUTDOWN_GRACE_SECONDS to finish (uvicorn's --timeout-graceful-shutdown,
+# passed by `manage.py serve` and the image's command); then the mail sender gets up to
+# MAIL_STOP_SECONDS to finish the message it is sending (else that message goes back to the queue
+# at once), and the pool closes. A stop may take the sum of both: give the orchestrator more.
+SHUTDOWN_GRACE_SECONDS = config("SHUTDOWN_GRACE_SECONDS", cast=int, default=20)
+MAIL_STOP_SECONDS = config("MAIL_STOP_SECONDS", cast=float, default=5.0)
+if SHUTDOWN_GRACE_SECONDS < 0 or MAIL_STOP_SECONDS < 0:
+    _exit("SHUTDOWN_GRACE_SECONDS and MAIL_STOP_SECONDS must be 0 or more")
+
 MAX_REQUEST_BODY_BYTES = config("MAX_REQUEST_BODY_BYTES", cast=int, default=1024 * 1024)
+
+# Metrics (docs/metrics.md): GET /metrics in the Prometheus text format, for a scraper sending
+# `Authorization: Bearer <METRICS_TOKEN>`. Unset: no /metrics at all (404) and nothing counted per request.
+METRICS_TOKEN = config("METRICS_TOKEN", cast=Secret, default="")
+METRICS_TOKEN_MIN_BYTES = 16
+if METRICS_TOKEN and len(str(METRICS_TOKEN).encode()) < METRICS_TOKEN_MIN_BYTES:
+    _exit(f"METRICS_TOKEN is shorter than {METRICS_TOKEN_MIN_BYTES} bytes: generate one with `openssl rand -hex 32`")
 
 # The network's side (app/api/perimeter.py, docs/proxy.md).
 # Host names the server answers to (the Host header, port aside); any other gets 400, so that no
@@ -176,13 +193,6 @@ if _client_address_header and not TRUSTED_PROXIES:
     # Before TRUSTED_PROXIES, this header was believed from anyone; now from the proxies alone.
     _exit("CLIENT_ADDRESS_HEADER is read only from TRUSTED_PROXIES, which is not set: set it to your proxy's address")
 CLIENT_ADDRESS_HEADER = _client_address_header or "X-Forwarded-For"
-
-# Metrics (docs/metrics.md): GET /metrics in the Prometheus text format, for a scraper sending
-# `Authorization: Bearer <METRICS_TOKEN>`. Unset: no /metrics at all (404) and nothing counted per request.
-METRICS_TOKEN = config("METRICS_TOKEN", cast=Secret, default="")
-METRICS_TOKEN_MIN_BYTES = 16
-if METRICS_TOKEN and len(str(METRICS_TOKEN).encode()) < METRICS_TOKEN_MIN_BYTES:
-    _exit(f"METRICS_TOKEN is shorter than {METRICS_TOKEN_MIN_BYTES} bytes: generate one with `openssl rand -hex 32`")
 
 # Password hashing runs in a pool of threads (bcrypt releases the GIL), off the event loop. At most
 # HASH_QUEUE_SIZE more jobs wait for a thread. A request that finds them all taken waits in line up

@@ -279,18 +279,43 @@ class MailSender:
         self.transport = transport or configured_transport()
         self._wake = asyncio.Event()
         self._busy = asyncio.Lock()  # held while a message is handled
+        self._stopping = asyncio.Event()
+        self._sending: OutboxMessage | None = None  # handed to the transport, its outcome not yet known
         self._task: asyncio.Task[None] | None = None
         self.on_sent: Callable[[OutboxMessage], None] | None = None  # for tests and operators
 
     def start(self) -> None:
+        self._stopping.clear()
         self._task = asyncio.create_task(self.run(), name=MAIL_SENDER_TASK)
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def stop(self, *, grace: float | None = None) -> None:
+        """Stop sending, without leaving a message to wait out its claim (MAIL_CLAIM_SECONDS).
+
+        No new message is claimed. One claimed but not yet handed to the mail server goes back to
+        the queue at once, for any worker to send. One being sent gets `grace` seconds
+        (MAIL_STOP_SECONDS) to finish, so that it is not sent twice; past that, its connection is
+        closed and it goes back to the queue too, its try not counted.
+        """
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        self._wake.set()  # an idle sender stops now, not at its next poll
+        grace = config.MAIL_STOP_SECONDS if grace is None else grace
+        if self._sending is not None:
+            # A warning, as the stop waits on something outside: a mail server that is slow to answer.
+            logger.warning("mail sender: stopping; message %s gets up to %g s to be sent", self._sending.id, grace)
+        _, pending = await asyncio.wait({task}, timeout=grace)
+        if pending:
+            if self._sending is not None:
+                logger.warning(
+                    "mail sender: message %s not sent within %g s of the stop: back in the queue for another worker",
+                    self._sending.id,
+                    grace,
+                )
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     @contextlib.asynccontextmanager
     async def paused(self) -> AsyncIterator[None]:
@@ -304,9 +329,11 @@ class MailSender:
 
     async def run(self) -> None:
         refused_rounds = 0  # rounds in a row in which the mail server refused our settings
-        while True:
+        while not self._stopping.is_set():
             try:
                 async with self._busy:
+                    if self._stopping.is_set():
+                        break
                     busy = await self.send_next()
                 refused_rounds = 0
             except asyncio.CancelledError:
@@ -324,7 +351,9 @@ class MailSender:
                     "1 message is" if waiting == 1 else f"{'Some' if waiting is None else waiting} messages are",
                     delay,
                 )
-                await asyncio.sleep(delay)  # the whole sender backs off: a wake would only meet the same refusal
+                # The whole sender backs off (a wake would only meet the same refusal); a stop ends it.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
                 continue
             except DATABASE_UNAVAILABLE_ERRORS as exc:
                 logger.warning("mail sender: the database is unavailable (%s); trying again", type(exc).__name__)
@@ -358,11 +387,27 @@ class MailSender:
             )
             metrics.count_outbox("expired")  # recorded by the claim itself
             return True
+        try:
+            return await self._send(message)
+        except asyncio.CancelledError:
+            # Stopped past its grace (mid-send, the transport has closed its connection) or while
+            # preparing: back in the queue at once rather than when the claim runs out.
+            await self.outbox.release(message.id)
+            raise
+        finally:
+            self._sending = None
+
+    async def _send(self, message: OutboxMessage) -> bool:
         prepared = await self.outbox.prepare(message)
         if prepared is None:
             await self.outbox.finish(message.id, outcome="skipped")
             metrics.count_outbox("skipped")
             return True
+        if self._stopping.is_set():
+            # Not handed to the mail server yet: another worker sends it (with a new token).
+            await self.outbox.release(message.id)
+            return True
+        self._sending = message
         try:
             await self.transport.send(compose(prepared))
         except PermanentMailError as exc:

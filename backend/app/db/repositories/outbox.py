@@ -93,11 +93,12 @@ RETRY_QUERY = f"""
     WHERE id = :id;
 """
 
-# Back in the queue in its place, the try not counted: the server refused our settings, not this message.
+# Back in the queue in its place, the try not counted: the server refused our settings, not this
+# message, or the worker stopped before the send was done. (A stop keeps the last error of a real try.)
 RELEASE_QUERY = """
     UPDATE outbox_messages
-    SET claimed_until = NULL, last_error = :error, attempts = greatest(attempts - 1, 0)
-    WHERE id = :id;
+    SET claimed_until = NULL, last_error = coalesce(:error, last_error), attempts = greatest(attempts - 1, 0)
+    WHERE id = :id AND outcome IS NULL;
 """
 
 WAITING_COUNT_QUERY = "SELECT count(*) FROM outbox_messages WHERE outcome IS NULL;"
@@ -245,9 +246,9 @@ class OutboxRepository(BaseRepository):
     async def retry_later(self, message_id: int, *, delay: float, error: str) -> None:
         await self.db.execute(RETRY_QUERY, {"id": message_id, "delay": delay, "error": error[:500]})
 
-    async def release(self, message_id: int, *, error: str) -> None:
-        """Put a claimed message back, due as it was, its try not counted."""
-        await self.db.execute(RELEASE_QUERY, {"id": message_id, "error": error[:500]})
+    async def release(self, message_id: int, *, error: str | None = None) -> None:
+        """Put a claimed message back, due as it was, its try not counted (a settled one stays settled)."""
+        await self.db.execute(RELEASE_QUERY, {"id": message_id, "error": error[:500] if error is not None else None})
 
     async def count_waiting(self) -> int:
         return int(await self.db.fetch_val(WAITING_COUNT_QUERY))
