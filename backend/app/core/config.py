@@ -156,13 +156,6 @@ if SHUTDOWN_GRACE_SECONDS < 0 or MAIL_STOP_SECONDS < 0:
 
 MAX_REQUEST_BODY_BYTES = config("MAX_REQUEST_BODY_BYTES", cast=int, default=1024 * 1024)
 
-# Metrics (docs/metrics.md): GET /metrics in the Prometheus text format, for a scraper sending
-# `Authorization: Bearer <METRICS_TOKEN>`. Unset: no /metrics at all (404) and nothing counted per request.
-METRICS_TOKEN = config("METRICS_TOKEN", cast=Secret, default="")
-METRICS_TOKEN_MIN_BYTES = 16
-if METRICS_TOKEN and len(str(METRICS_TOKEN).encode()) < METRICS_TOKEN_MIN_BYTES:
-    _exit(f"METRICS_TOKEN is shorter than {METRICS_TOKEN_MIN_BYTES} bytes: generate one with `openssl rand -hex 32`")
-
 # The network's side (app/api/perimeter.py, docs/proxy.md).
 # Host names the server answers to (the Host header, port aside); any other gets 400, so that no
 # answer (a trailing-slash redirect) points at a host an attacker chose. `*` allows any: only
@@ -193,6 +186,13 @@ if _client_address_header and not TRUSTED_PROXIES:
     # Before TRUSTED_PROXIES, this header was believed from anyone; now from the proxies alone.
     _exit("CLIENT_ADDRESS_HEADER is read only from TRUSTED_PROXIES, which is not set: set it to your proxy's address")
 CLIENT_ADDRESS_HEADER = _client_address_header or "X-Forwarded-For"
+
+# Metrics (docs/metrics.md): GET /metrics in the Prometheus text format, for a scraper sending
+# `Authorization: Bearer <METRICS_TOKEN>`. Unset: no /metrics at all (404) and nothing counted per request.
+METRICS_TOKEN = config("METRICS_TOKEN", cast=Secret, default="")
+METRICS_TOKEN_MIN_BYTES = 16
+if METRICS_TOKEN and len(str(METRICS_TOKEN).encode()) < METRICS_TOKEN_MIN_BYTES:
+    _exit(f"METRICS_TOKEN is shorter than {METRICS_TOKEN_MIN_BYTES} bytes: generate one with `openssl rand -hex 32`")
 
 # Password hashing runs in a pool of threads (bcrypt releases the GIL), off the event loop. At most
 # HASH_QUEUE_SIZE more jobs wait for a thread. A request that finds them all taken waits in line up
