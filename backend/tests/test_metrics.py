@@ -1,16 +1,23 @@
 """GET /metrics: exact counts over the workers of a live server, and who may read them."""
 
+import contextlib
+import glob
+import os
 import secrets
+import signal
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from uuid import uuid4
 
 import httpx
+import psutil
 import pytest
 from fastapi import status
 from httpx import AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from scripts.live_server import live_server, prepare_database
+from app.core.metrics import SUPERVISED_DIR_PREFIX
+from scripts.live_server import ServerProcess, prepare_database
 from tests.conftest import TEST_DATABASE_URL, eventually
 
 TOKEN = secrets.token_hex(16)
@@ -42,7 +49,7 @@ def requests(samples: Samples, route: str, method: str, status_class: str) -> fl
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     prepare_database(METRICS_DATABASE_URL)
     env = {
         "METRICS_TOKEN": TOKEN,
@@ -53,8 +60,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "REGISTER_MAX_PER_ADDRESS": "1000",
         "REFRESH_REUSE_GRACE_SECONDS": "0",
     }
-    with live_server(METRICS_DATABASE_URL, workers=WORKERS, env=env) as base_url:
-        yield base_url
+    server = ServerProcess(METRICS_DATABASE_URL, workers=WORKERS, env=env)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(server_process: ServerProcess) -> str:
+    return server_process.base_url
+
+
+def workers_of(server: ServerProcess) -> list[psutil.Process]:
+    assert server.process is not None
+    workers = []
+    for child in psutil.Process(server.process.pid).children():
+        with contextlib.suppress(psutil.Error):  # gone, or a zombie: no worker
+            if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(child.cmdline()):
+                workers.append(child)
+    return workers
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +234,31 @@ class TestAccess:
     async def test_metrics_are_not_in_the_openapi_document(self, http: AsyncClient) -> None:
         paths = (await http.get("/openapi.json")).json()["paths"]
         assert "/metrics" not in paths
+
+
+class TestAWorkerKilled:
+    """Last: it kills a worker of the module's server (uvicorn starts another in its place)."""
+
+    async def test_its_counts_stay_and_its_live_gauges_leave_the_sums(
+        self, server_process: ServerProcess, http: AsyncClient, after_known_requests: Samples
+    ) -> None:
+        assert server_process.process is not None
+        supervisor = server_process.process.pid
+        (directory,) = glob.glob(os.path.join(tempfile.gettempdir(), f"{SUPERVISED_DIR_PREFIX}{supervisor}-*"))
+        victim = workers_of(server_process)[0].pid
+
+        async def victim_gauges_written() -> bool:
+            return bool(glob.glob(os.path.join(directory, f"gauge_livesum_{victim}.db")))
+
+        await eventually(victim_gauges_written, "the worker's live gauges in the shared directory")
+        os.kill(victim, signal.SIGKILL)
+
+        async def replaced() -> bool:
+            pids = [worker.pid for worker in workers_of(server_process)]
+            return len(pids) == WORKERS and victim not in pids
+
+        await eventually(replaced, "uvicorn starts a worker in the killed one's place")
+        samples = await scrape(http)
+        assert not glob.glob(os.path.join(directory, f"gauge_livesum_{victim}.db"))
+        assert requests(samples, "/api/users/", "POST", "2xx") == REGISTRATIONS
+        assert requests(samples, "/api/users/me/", "GET", "2xx") == ME_CALLS

@@ -202,8 +202,16 @@ def reap_dead_workers() -> None:
         return
     for path in glob.glob(os.path.join(MULTIPROCESS_DIR, "gauge_live*_*.db")):
         pid = int(path.rsplit("_", 1)[1].removesuffix(".db"))
-        if not psutil.pid_exists(pid):
+        if not _alive(pid):
             prometheus_multiprocess.mark_process_dead(pid, MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a killed worker stays a zombie until uvicorn collects it: dead)."""
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
 
 
 def mark_this_worker_dead() -> None:
