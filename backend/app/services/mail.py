@@ -391,8 +391,10 @@ class MailSender:
             return await self._send(message)
         except asyncio.CancelledError:
             # Stopped past its grace (mid-send, the transport has closed its connection) or while
-            # preparing: back in the queue at once rather than when the claim runs out.
-            await self.outbox.release(message.id)
+            # preparing: back in the queue at once rather than when the claim runs out (which is
+            # what happens if the database cannot take it back now, as after a crash).
+            with contextlib.suppress(*DATABASE_UNAVAILABLE_ERRORS):
+                await self.outbox.release(message.id)
             raise
         finally:
             self._sending = None
