@@ -12,10 +12,13 @@ from uuid import uuid4
 import httpx
 import psutil
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi import status
-from httpx import AsyncClient
+from httpx import ASGITransport, AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.datastructures import Secret
 
+from app.core import config
 from app.core.metrics import SUPERVISED_DIR_PREFIX
 from scripts.live_server import ServerProcess, prepare_database
 from tests.conftest import TEST_DATABASE_URL, eventually
@@ -234,6 +237,38 @@ class TestAccess:
     async def test_metrics_are_not_in_the_openapi_document(self, http: AsyncClient) -> None:
         paths = (await http.get("/openapi.json")).json()["paths"]
         assert "/metrics" not in paths
+
+
+class TestOneProcess:
+    """One process (the Docker image's uvicorn, one worker): its own memory holds the counts."""
+
+    async def test_the_counts_of_a_single_process_server_are_exact(
+        self, apply_migrations: None, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from app.api.server import get_application
+
+        monkeypatch.setattr(config, "METRICS_TOKEN", Secret(TOKEN))
+        app = get_application(database_url=TEST_DATABASE_URL)
+        async with (
+            LifespanManager(app, startup_timeout=60, shutdown_timeout=60),
+            AsyncClient(transport=ASGITransport(app=app), base_url="http://testserver") as client,
+        ):
+            before = await scrape(client)  # the counters live as long as this test process: count from here
+            for _ in range(3):
+                assert (await client.get("/api/users/me/")).status_code == status.HTTP_401_UNAUTHORIZED
+            assert (await client.get("/nothing/here")).status_code == status.HTTP_404_NOT_FOUND
+            after = await scrape(client)
+
+        def more(route: str, status_class: str) -> float:
+            return requests(after, route, "GET", status_class) - requests(before, route, "GET", status_class)
+
+        assert more("/api/users/me/", "4xx") == 3
+        assert more("unmatched", "4xx") == 1
+        assert more("/metrics", "2xx") == 1  # the first scrape; the second was answering
+        assert value(after, "phresh_http_requests_in_flight") == 1  # the scrape itself
+        assert value(after, "phresh_db_pool_connections") >= config.DB_POOL_MIN_SIZE
+        assert value(after, "phresh_outbox_due_messages") >= 0
+        assert [name for name, _ in after if name == "phresh_build_info"] == ["phresh_build_info"]
 
 
 class TestAWorkerKilled:
