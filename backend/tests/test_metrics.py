@@ -4,6 +4,7 @@ import contextlib
 import glob
 import os
 import secrets
+import shutil
 import signal
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -69,6 +70,11 @@ def server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
         yield server
     finally:
         server.stop()
+        if server.process is not None:  # its metrics directory, which the next server started would remove
+            for directory in glob.glob(
+                os.path.join(tempfile.gettempdir(), f"{SUPERVISED_DIR_PREFIX}{server.process.pid}-*")
+            ):
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
