@@ -1,6 +1,9 @@
 """GET /metrics: exact counts over the workers of a live server, and who may read them."""
 
+import asyncio
 import contextlib
+import email as email_parser
+import email.policy as email_policy
 import glob
 import os
 import secrets
@@ -8,12 +11,16 @@ import shutil
 import signal
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from email.message import EmailMessage
+from pathlib import Path
 from uuid import uuid4
 
+import asyncpg
 import httpx
 import psutil
 import pytest
 from asgi_lifespan import LifespanManager
+from databases import DatabaseURL
 from fastapi import status
 from httpx import ASGITransport, AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,11 +30,13 @@ from app.core import config
 from app.core.metrics import SUPERVISED_DIR_PREFIX
 from scripts.live_server import ServerProcess, prepare_database
 from tests.conftest import TEST_DATABASE_URL, eventually
+from tests.test_mail import token_of
 
 TOKEN = secrets.token_hex(16)
 REGISTRATIONS = 3
 WRONG_LOGINS = 5  # past LOGIN_MAX_FAILURES_PER_ACCOUNT (3): three 401s, then two 429s
 ME_CALLS = 7
+BURST = 8  # registrations at once at a hashing line of one place a worker
 WORKERS = 2
 # Its own database: the outbox holds only what this module's requests put there.
 METRICS_DATABASE_URL = TEST_DATABASE_URL.replace(database=f"{TEST_DATABASE_URL.database}_metrics")
@@ -52,19 +61,11 @@ def requests(samples: Samples, route: str, method: str, status_class: str) -> fl
     return value(samples, "phresh_http_requests_total", route=route, method=method, status_class=status_class)
 
 
-@pytest.fixture(scope="module")
-def server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    prepare_database(METRICS_DATABASE_URL)
-    env = {
-        "METRICS_TOKEN": TOKEN,
-        "SMTP_HOST": "",  # mail to files: the sender's outcomes without a mail server
-        "MAIL_OUTBOX_DIR": str(tmp_path_factory.mktemp("outbox")),
-        "LOGIN_MAX_FAILURES_PER_ACCOUNT": "3",
-        "LOGIN_MAX_FAILURES_PER_ADDRESS": "1000",
-        "REGISTER_MAX_PER_ADDRESS": "1000",
-        "REFRESH_REUSE_GRACE_SECONDS": "0",
-    }
-    server = ServerProcess(METRICS_DATABASE_URL, workers=WORKERS, env=env)
+@contextlib.contextmanager
+def metrics_server(database_url: DatabaseURL, env: dict[str, str]) -> Iterator[ServerProcess]:
+    """A live server of WORKERS workers, its metrics behind TOKEN, mail written to files."""
+    env = {"METRICS_TOKEN": TOKEN, "SMTP_HOST": "", "REGISTER_MAX_PER_ADDRESS": "1000", **env}
+    server = ServerProcess(database_url, workers=WORKERS, env=env)
     try:
         server.start()
         yield server
@@ -75,6 +76,19 @@ def server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
                 os.path.join(tempfile.gettempdir(), f"{SUPERVISED_DIR_PREFIX}{server.process.pid}-*")
             ):
                 shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    prepare_database(METRICS_DATABASE_URL)
+    env = {
+        "MAIL_OUTBOX_DIR": str(tmp_path_factory.mktemp("outbox")),  # the sender's outcomes without a mail server
+        "LOGIN_MAX_FAILURES_PER_ACCOUNT": "3",
+        "LOGIN_MAX_FAILURES_PER_ADDRESS": "1000",
+        "REFRESH_REUSE_GRACE_SECONDS": "0",
+    }
+    with metrics_server(METRICS_DATABASE_URL, env) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +257,164 @@ class TestAccess:
     async def test_metrics_are_not_in_the_openapi_document(self, http: AsyncClient) -> None:
         paths = (await http.get("/openapi.json")).json()["paths"]
         assert "/metrics" not in paths
+
+
+SESSIONS_MAX = 3
+# Another database and server: sessions ended inside larger statements, each reason counted.
+SESSIONS_DATABASE_URL = TEST_DATABASE_URL.replace(database=f"{TEST_DATABASE_URL.database}_metrics_sessions")
+PASSWORD = "metrics-pass"
+
+
+@pytest.fixture(scope="module")
+def outbox_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sessions-outbox")
+
+
+@pytest.fixture(scope="module")
+def sessions_server(outbox_dir: Path) -> Iterator[str]:
+    prepare_database(SESSIONS_DATABASE_URL)
+    env = {"MAIL_OUTBOX_DIR": str(outbox_dir), "SESSIONS_MAX_PER_USER": str(SESSIONS_MAX)}
+    with metrics_server(SESSIONS_DATABASE_URL, env) as server:
+        yield server.base_url
+
+
+@pytest.fixture
+async def sessions_http(sessions_server: str) -> AsyncIterator[AsyncClient]:
+    limits = httpx.Limits(max_keepalive_connections=0)  # either worker answers each request
+    async with AsyncClient(base_url=sessions_server, limits=limits, timeout=60) as client:
+        yield client
+
+
+def ended(samples: Samples) -> dict[str, float]:
+    """phresh_sessions_ended_total by reason."""
+    return {
+        dict(labels)["reason"]: count
+        for (name, labels), count in samples.items()
+        if name == "phresh_sessions_ended_total"
+    }
+
+
+def ended_since(before: Samples, after: Samples) -> dict[str, float]:
+    """The sessions ended between two scrapes, by reason (the reasons that ended none left out)."""
+    was = ended(before)
+    return {reason: count - was.get(reason, 0) for reason, count in ended(after).items() if count != was.get(reason, 0)}
+
+
+async def user_with_sessions(http: AsyncClient, sessions: int) -> tuple[int, str, list[str]]:
+    """A new user (id, email) and the access tokens of `sessions` sessions: a registration, then logins."""
+    name = f"s{uuid4().hex[:12]}"
+    email = f"{name}@example.com"
+    res = await http.post("/api/users/", json={"new_user": {"email": email, "username": name, "password": PASSWORD}})
+    assert res.status_code == status.HTTP_201_CREATED, res.text
+    user_id, tokens = res.json()["id"], [res.json()["access_token"]["access_token"]]
+    for _ in range(sessions - 1):
+        res = await http.post("/api/users/login/token/", data={"username": email, "password": PASSWORD})
+        assert res.status_code == status.HTTP_200_OK, res.text
+        tokens.append(res.json()["access_token"])
+    return user_id, email, tokens
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class TestSessionsEndedByReason:
+    """Sessions ended by a password change, a deactivation, the per-user limit or a password reset
+    (each inside a larger statement) are counted by reason, exactly, across the workers."""
+
+    async def test_a_password_change_ends_the_other_sessions(self, sessions_http: AsyncClient) -> None:
+        _, _, tokens = await user_with_sessions(sessions_http, SESSIONS_MAX)
+        before = await scrape(sessions_http)
+        change = {"password_change": {"current_password": PASSWORD, "new_password": "another-metrics-pass"}}
+        res = await sessions_http.put("/api/users/me/password/", json=change, headers=bearer(tokens[0]))
+        assert res.status_code == status.HTTP_200_OK, res.text
+        assert ended_since(before, await scrape(sessions_http)) == {"password_change": SESSIONS_MAX - 1}
+
+    async def test_a_deactivation_ends_every_session_of_the_user(self, sessions_http: AsyncClient) -> None:
+        admin_id, _, (admin_token,) = await user_with_sessions(sessions_http, 1)
+        connection = await asyncpg.connect(str(SESSIONS_DATABASE_URL))
+        try:
+            await connection.execute("UPDATE users SET is_superuser = true WHERE id = $1", admin_id)
+        finally:
+            await connection.close()
+        user_id, _, _ = await user_with_sessions(sessions_http, SESSIONS_MAX)
+        before = await scrape(sessions_http)
+        res = await sessions_http.post(f"/api/users/{user_id}/deactivate/", headers=bearer(admin_token))
+        assert res.status_code == status.HTTP_200_OK, res.text
+        middle = await scrape(sessions_http)
+        assert ended_since(before, middle) == {"deactivation": SESSIONS_MAX}
+        # Deactivating again ends nothing more: the sessions had ended.
+        res = await sessions_http.post(f"/api/users/{user_id}/deactivate/", headers=bearer(admin_token))
+        assert res.status_code == status.HTTP_200_OK, res.text
+        assert ended_since(middle, await scrape(sessions_http)) == {}
+
+    async def test_sessions_past_the_limit_end_the_least_recently_used(self, sessions_http: AsyncClient) -> None:
+        before = await scrape(sessions_http)
+        await user_with_sessions(sessions_http, SESSIONS_MAX + 2)  # the last two starts each end one
+        after = await scrape(sessions_http)
+        assert ended_since(before, after) == {"session_limit": 2}
+        started = value(after, "phresh_sessions_started_total") - value(before, "phresh_sessions_started_total")
+        assert started == SESSIONS_MAX + 2
+
+    async def test_a_password_reset_ends_every_session(self, sessions_http: AsyncClient, outbox_dir: Path) -> None:
+        _, email, _ = await user_with_sessions(sessions_http, 2)
+        res = await sessions_http.post("/api/users/password-reset/", json={"email": email})
+        assert res.status_code == status.HTTP_202_ACCEPTED, res.text
+
+        def reset_mail() -> EmailMessage | None:
+            for path in outbox_dir.glob("*.eml"):
+                message = email_parser.message_from_bytes(path.read_bytes(), policy=email_policy.default)
+                assert isinstance(message, EmailMessage)
+                if message["To"] == email and "/reset-password?" in message.get_content():
+                    return message
+            return None
+
+        async def mail_written() -> bool:
+            return reset_mail() is not None
+
+        await eventually(mail_written, "the reset mail written to the outbox folder")
+        message = reset_mail()
+        assert message is not None
+        before = await scrape(sessions_http)
+        reset = {"token": token_of(message, "/reset-password"), "new_password": "a-reset-metrics-pass"}
+        res = await sessions_http.post("/api/users/password-reset/confirm/", json=reset)
+        assert res.status_code == status.HTTP_200_OK, res.text
+        assert ended_since(before, await scrape(sessions_http)) == {"password_reset": 2}
+
+
+class TestHashingRefusals:
+    async def test_every_503_of_a_full_hashing_line_is_counted_once(
+        self, sessions_server: str, outbox_dir: Path
+    ) -> None:
+        # One slow hashing thread a worker, no queue and a short wait: of a burst of registrations,
+        # most are refused. Whatever the split, the counter says how many 503s the clients got.
+        env = {
+            "MAIL_OUTBOX_DIR": str(outbox_dir),  # the database's other server writes there too
+            "HASH_POOL_SIZE": "1",
+            "HASH_QUEUE_SIZE": "0",
+            "HASH_WAIT_SECONDS": "0.05",
+            "BCRYPT_ROUNDS": "14",
+        }
+        with metrics_server(SESSIONS_DATABASE_URL, env) as server:
+            limits = httpx.Limits(max_keepalive_connections=0)
+            async with AsyncClient(base_url=server.base_url, limits=limits, timeout=120) as http:
+                before = await scrape(http)
+
+                async def register(n: int) -> int:
+                    name = f"h{uuid4().hex[:12]}"
+                    user = {"email": f"{name}@example.com", "username": name, "password": PASSWORD}
+                    return (await http.post("/api/users/", json={"new_user": user})).status_code
+
+                answers = await asyncio.gather(*(register(n) for n in range(BURST)))
+                after = await scrape(http)
+
+        assert set(answers) <= {status.HTTP_201_CREATED, status.HTTP_503_SERVICE_UNAVAILABLE}
+        refused = answers.count(status.HTTP_503_SERVICE_UNAVAILABLE)
+        assert refused >= 1  # one hash a worker at a time, and a hash takes far longer than the wait
+        more = value(after, "phresh_hashing_refused_total") - value(before, "phresh_hashing_refused_total")
+        assert more == refused
+        waits = value(after, "phresh_hashing_wait_seconds_count") - value(before, "phresh_hashing_wait_seconds_count")
+        assert waits == BURST  # served or refused, each waited in line once
 
 
 class TestOneProcess:

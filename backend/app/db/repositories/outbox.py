@@ -6,8 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from app.core import config
-from app.db.repositories.base import BaseRepository, as_dict
+from app.core import config, metrics
+from app.db.repositories.base import BaseRepository, alive_ended_count, as_dict
+from app.models.session import SessionEndReason
 from app.services.authentication import new_random_token, random_token_hash
 
 
@@ -134,8 +135,9 @@ VALID_RESET_TOKEN_QUERY = """
 """
 
 # Spends the token and sets the password, or neither: bumping the token version refuses every
-# older access token (and every other reset token), and every session ends.
-USE_RESET_TOKEN_QUERY = """
+# older access token (and every other reset token), and every session ends (`sessions_ended`: how
+# many of them were alive, for the metrics).
+USE_RESET_TOKEN_QUERY = f"""
     WITH spent AS (
         UPDATE account_tokens t SET used_at = now()
         FROM users u
@@ -150,8 +152,9 @@ USE_RESET_TOKEN_QUERY = """
     ), sessions_ended AS (
         UPDATE sessions SET ended_at = now(), end_reason = 'password_reset'
         WHERE user_id = (SELECT id FROM changed) AND ended_at IS NULL
+        RETURNING expires_at, last_used_at
     )
-    SELECT id FROM changed;
+    SELECT id, {alive_ended_count("sessions_ended")} AS sessions_ended FROM changed;
 """
 
 
@@ -280,5 +283,9 @@ class OutboxRepository(BaseRepository):
         if token_hash is None:
             return None
         values: dict[str, Any] = {"token_hash": token_hash, "password": password, "salt": salt}
-        user_id = await self.db.fetch_val(USE_RESET_TOKEN_QUERY, values)
-        return int(user_id) if user_id is not None else None
+        record = await self.db.fetch_one(USE_RESET_TOKEN_QUERY, values)
+        if record is None:
+            return None
+        # Counted as the statement commits: no caller runs it inside a transaction of its own.
+        metrics.count_sessions_ended(SessionEndReason.password_reset.value, int(record["sessions_ended"]))
+        return int(record["id"])

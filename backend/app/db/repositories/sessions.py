@@ -32,8 +32,9 @@ SESSION_COLUMNS = (
 )
 
 # A new session and its first refresh token; past the user's maximum, their least recently used
-# sessions end; long-dead sessions of the user are deleted. (Every part of the statement sees the
-# sessions as they were before it: the new one is not among those counted.)
+# sessions end (`sessions_ended`: how many, for the metrics); long-dead sessions of the user are
+# deleted. (Every part of the statement sees the sessions as they were before it: the new one is not
+# among those counted.)
 START_SESSION_QUERY = f"""
     WITH started AS (
         INSERT INTO sessions (user_id, expires_at, client_address, user_agent)
@@ -50,13 +51,14 @@ START_SESSION_QUERY = f"""
             ORDER BY s.last_used_at DESC, s.id
             OFFSET {int(config.SESSIONS_MAX_PER_USER) - 1}
         )
+        RETURNING 1
     ), purged AS (
         DELETE FROM sessions
         WHERE user_id = :user_id
           AND least(ended_at, expires_at, last_used_at + {IDLE})
               < now() - make_interval(days => {DEAD_SESSION_RETENTION_DAYS})
     )
-    SELECT {SESSION_COLUMNS} FROM started s;
+    SELECT {SESSION_COLUMNS}, (SELECT count(*) FROM over_limit) AS sessions_ended FROM started s;
 """
 
 # The user a token names, their profile, and whether the token's session is alive (a null
@@ -176,7 +178,10 @@ class SessionsRepository(BaseRepository):
         }
         record = await self.db.fetch_one(START_SESSION_QUERY, values)
         assert record is not None  # INSERT ... RETURNING
-        return _session(dict(as_dict(record))), refresh_token
+        row = dict(as_dict(record))
+        # Counted as the statement commits: no caller runs it inside a transaction of its own.
+        metrics.count_sessions_ended(SessionEndReason.session_limit.value, int(row.pop("sessions_ended")))
+        return _session(row), refresh_token
 
     async def get_session_user(self, *, user_id: int, session_id: UUID) -> tuple[UserInDB | None, bool]:
         """The user with their profile (None if there is none), and whether the session is theirs

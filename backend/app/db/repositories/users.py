@@ -7,9 +7,10 @@ import asyncpg
 from databases import Database
 from databases.interfaces import Record
 
+from app.core import metrics
 from app.db.errors import EmailAlreadyTakenError, UsernameAlreadyTakenError
 from app.db.json_rows import NULL, model_json, nested
-from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
+from app.db.repositories.base import MAX_ID, BaseRepository, alive_ended_count, as_dict
 from app.db.repositories.outbox import MailKind, OutboxRepository
 from app.db.repositories.profiles import PROFILE_COLUMNS, ProfilesRepository
 from app.models.core import construct
@@ -94,21 +95,22 @@ def user_json(*, prefix: str) -> str:
 # Every user is read with their profile (one per user, the database enforces it), in the same
 # round trip: a LEFT JOIN through the unique index on profiles.user_id.
 _WITH_PROFILE = f"""
-    SELECT {user_with_profile_columns()}
+    SELECT {user_with_profile_columns()}{{more_columns}}
     FROM {{source}} u
     LEFT JOIN profiles p ON p.user_id = u.id
 """
 
 
 def _select_with_profile(where: str) -> str:
-    return _WITH_PROFILE.format(source="users") + f"WHERE {where};"
+    return _WITH_PROFILE.format(source="users", more_columns="") + f"WHERE {where};"
 
 
-def _write_with_profile(statement: str, *, also: str = "") -> str:
+def _write_with_profile(statement: str, *, also: str = "", more_columns: str = "") -> str:
     """A write to users that answers with the written row and its profile; `also`, more
-    statements to run with it (`name AS (statement)`, comma first), all or none."""
+    statements to run with it (`name AS (statement)`, comma first), all or none; `more_columns`,
+    more of the answer's columns (comma first), which `user_from_row` leaves alone."""
     written = f"WITH written AS ({statement} RETURNING {USER_COLUMNS}){also}"
-    return written + _WITH_PROFILE.format(source="written") + ";"
+    return written + _WITH_PROFILE.format(source="written", more_columns=more_columns) + ";"
 
 
 GET_USER_BY_ID_QUERY = _select_with_profile("u.id = :id")
@@ -145,7 +147,8 @@ REHASH_PASSWORD_QUERY = """
 """
 
 # Bumping the token version revokes every access token minted before the change, and every
-# session but the caller's (`:keep_session`, which may be null) ends with it.
+# session but the caller's (`:keep_session`, which may be null) ends with it (`sessions_ended`:
+# how many of them were alive, for the metrics).
 UPDATE_PASSWORD_QUERY = _write_with_profile(
     """
     UPDATE users
@@ -158,12 +161,14 @@ UPDATE_PASSWORD_QUERY = _write_with_profile(
     , other_sessions AS (
         UPDATE sessions SET ended_at = now(), end_reason = '{SessionEndReason.password_change.value}'
         WHERE user_id = :id AND ended_at IS NULL AND id IS DISTINCT FROM CAST(:keep_session AS uuid)
+        RETURNING expires_at, last_used_at
     )
     """,
+    more_columns=f", {alive_ended_count('other_sessions')} AS sessions_ended",
 )
 
 # Deactivating ends every session of the user and bumps the token version: nothing from before it
-# works again after a reactivation.
+# works again after a reactivation (`sessions_ended`: how many of them were alive, for the metrics).
 SET_USER_ACTIVE_QUERY = _write_with_profile(
     """
     UPDATE users
@@ -175,8 +180,10 @@ SET_USER_ACTIVE_QUERY = _write_with_profile(
     , sessions_ended AS (
         UPDATE sessions SET ended_at = now(), end_reason = '{SessionEndReason.deactivation.value}'
         WHERE user_id = :id AND ended_at IS NULL AND NOT CAST(:is_active AS boolean)
+        RETURNING expires_at, last_used_at
     )
     """,
+    more_columns=f", {alive_ended_count('sessions_ended')} AS sessions_ended",
 )
 
 MAKE_SUPERUSER_QUERY = _write_with_profile(
@@ -188,7 +195,7 @@ MAKE_SUPERUSER_QUERY = _write_with_profile(
     """
 )
 
-LIST_USERS_QUERY = _WITH_PROFILE.format(source="users") + "ORDER BY u.id LIMIT :limit OFFSET :offset;"
+LIST_USERS_QUERY = _WITH_PROFILE.format(source="users", more_columns="") + "ORDER BY u.id LIMIT :limit OFFSET :offset;"
 
 COUNT_USERS_QUERY = """
     SELECT count(*) FROM users;
@@ -352,14 +359,21 @@ class UsersRepository(BaseRepository):
     ) -> UserInDB:
         """Store a new password: every older access token and every session but `keep_session` end."""
         values = {"id": user.id, "keep_session": keep_session, **password_update.model_dump()}
-        updated = await self._fetch_user(UPDATE_PASSWORD_QUERY, values)
-        assert updated is not None  # the caller's own row
-        return updated
+        record = await self.db.fetch_one(UPDATE_PASSWORD_QUERY, values)
+        assert record is not None  # the caller's own row
+        # Counted as the statement commits: no caller runs it inside a transaction of its own.
+        metrics.count_sessions_ended(SessionEndReason.password_change.value, int(record["sessions_ended"]))
+        return _user_from_record(record)
 
     async def set_user_active(self, *, id: int, is_active: bool) -> UserInDB | None:
         if not 1 <= id <= MAX_ID:
             return None
-        return await self._fetch_user(SET_USER_ACTIVE_QUERY, {"id": id, "is_active": is_active})
+        record = await self.db.fetch_one(SET_USER_ACTIVE_QUERY, {"id": id, "is_active": is_active})
+        if record is None:
+            return None
+        # Counted as the statement commits: no caller runs it inside a transaction of its own.
+        metrics.count_sessions_ended(SessionEndReason.deactivation.value, int(record["sessions_ended"]))
+        return _user_from_record(record)
 
     async def make_superuser(self, *, id: int) -> UserInDB | None:
         return await self._fetch_user(MAKE_SUPERUSER_QUERY, {"id": id})
