@@ -21,6 +21,7 @@ import email.policy
 import hashlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,8 @@ BACKEND_DIR = Path(__file__).resolve().parent
 ROOT_DIR = BACKEND_DIR.parent
 VENV_DIR = BACKEND_DIR / ".venv"
 REQUIREMENTS = (BACKEND_DIR / "requirements.txt", BACKEND_DIR / "requirements-dev.txt")
-ENV_FILE = ROOT_DIR / ".env"
+# PHRESH_ENV_FILE names another settings file, as it does for the app (app/core/config.py).
+ENV_FILE = Path(os.environ.get("PHRESH_ENV_FILE") or ROOT_DIR / ".env")
 
 
 def say(message: str) -> None:
@@ -137,7 +139,16 @@ def serve(args: argparse.Namespace) -> int:
     # fresh, empty one per start, so that no count of an earlier run is added in; removed on exit.
     with tempfile.TemporaryDirectory(prefix="phresh-metrics-serve-") as metrics_dir:
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
-        return subprocess.run(command, cwd=BACKEND_DIR, env=env).returncode
+        server = subprocess.Popen(command, cwd=BACKEND_DIR, env=env)
+        # A stop sent to this process (a supervisor's SIGTERM) is passed on to the server, and both
+        # it and Ctrl-C (which reaches the server too) wait for its graceful shutdown: subprocess.run
+        # would kill it a quarter of a second after a Ctrl-C, cutting the requests it was finishing.
+        signal.signal(signal.SIGTERM, lambda signum, frame: server.send_signal(signal.SIGTERM))
+        while True:
+            try:
+                return server.wait()
+            except KeyboardInterrupt:
+                continue
 
 
 def test(args: argparse.Namespace) -> int:

@@ -350,6 +350,38 @@ def load_manage() -> ModuleType:
     return module
 
 
+class TestManageServe:
+    def test_a_stop_sent_to_serve_reaches_the_server_and_its_metrics_directory_goes(self, tmp_path: Path) -> None:
+        port = free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": str(TEST_DATABASE_URL),
+            "PHRESH_ENV_FILE": os.devnull,
+            "TMPDIR": str(tmp_path),  # where serve makes the workers' metrics directory
+        }
+        serve = subprocess.Popen(
+            [sys.executable, str(BACKEND_DIR / "manage.py"), "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 120  # a bound on a hang: it migrates first
+            while not port_open(port):
+                assert serve.poll() is None and time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.1)
+            assert httpx.get(f"http://127.0.0.1:{port}/api/health/").status_code == status.HTTP_200_OK
+            server_pids = [child.pid for child in psutil.Process(serve.pid).children(recursive=True)]
+            assert server_pids
+            assert [path.name.startswith("phresh-metrics-serve-") for path in tmp_path.iterdir()] == [True]
+        finally:
+            serve.send_signal(signal.SIGTERM)  # a supervisor stopping `serve` itself, not uvicorn
+            serve.wait(timeout=60)
+        # The stop reached the server, which shut down in its own time, and the directory went with it.
+        assert all(wait_until_gone(pid) for pid in server_pids)
+        assert list(tmp_path.iterdir()) == []
+
+
 class TestManageEnvFile:
     def test_first_run_writes_a_random_secret_key_and_never_overwrites(self, tmp_path: Path) -> None:
         manage = load_manage()
