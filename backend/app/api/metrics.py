@@ -36,8 +36,6 @@ METRICS_PATH = "/metrics"
 SAMPLE_SECONDS = 1.0
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
-REVISION = m.git_revision(config.BACKEND_DIR)
-
 
 class _Counted:
     """The label children of one (route, method): found once, then reused by every request."""
@@ -142,7 +140,7 @@ class ScrapeTimeFacts(Collector):
             "The running code: version, git revision and the newest migration it knows (always 1).",
             labels=["version", "revision", "schema_revision"],
         )
-        build.add_metric([config.VERSION, REVISION, MIGRATIONS_HEAD or "none"], 1)
+        build.add_metric([config.VERSION, m.git_revision(config.BACKEND_DIR), MIGRATIONS_HEAD or "none"], 1)
         yield build
         if self.outbox is None:  # the database did not answer: no value rather than a false 0
             return

@@ -17,6 +17,7 @@ labels with few values (a route's template, never its path).
 """
 
 import contextlib
+import functools
 import glob
 import multiprocessing
 import os
@@ -220,6 +221,7 @@ def mark_this_worker_dead() -> None:
         prometheus_multiprocess.mark_process_dead(os.getpid(), MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
 
 
+@functools.cache  # asked at the first scrape, not at every start (most deployments never scrape)
 def git_revision(directory: Path) -> str:
     """PHRESH_REVISION (set it at build time where there is no git, as in the image), else git's HEAD."""
     revision = os.environ.get("PHRESH_REVISION", "").strip()
