@@ -42,7 +42,8 @@ async def create_superuser(*, email: str, username: str, password_from_stdin: bo
         user = await user_repo.get_user_by_email(email=email)
         if user is not None:
             promoted = await user_repo.make_superuser(id=user.id)
-            assert promoted is not None
+            if promoted is None:  # a deleted account's tombstone: nobody to promote
+                raise CommandError("that email belongs to a deleted account")
             return f"promoted {promoted.username} <{promoted.email}> to superuser"
         password = read_password(from_stdin=password_from_stdin)
         try:

@@ -57,3 +57,8 @@ class CleaningNotFoundError(Exception):
 
 class CleaningAlreadyHasAcceptedOfferError(Exception):
     """Another offer of the cleaning was accepted first."""
+
+
+class AccountNotActiveError(Exception):
+    """The account was deactivated or deleted while the request was on its way (after its password
+    was checked): it gets no session."""

@@ -32,7 +32,7 @@ from app.api.responses import model_response
 from app.api.routes.mail import wake_mail_sender
 from app.core import config, metrics
 from app.core.config import ACCESS_TOKEN_EXPIRE_MINUTES
-from app.db.errors import EmailAlreadyTakenError, UsernameAlreadyTakenError
+from app.db.errors import AccountNotActiveError, EmailAlreadyTakenError, UsernameAlreadyTakenError
 from app.db.repositories.outbox import MailKind, OutboxRepository
 from app.db.repositories.rate_limits import RateLimitsRepository
 from app.db.repositories.security_events import SecurityEventsRepository
@@ -112,9 +112,12 @@ def tokens_for(user: AnyUser, session: SessionInDB, *, refresh_token: str | None
 async def start_session(
     sessions: SessionsRepository, user: AnyUser, *, client_address: str, user_agent: str | None
 ) -> tuple[SessionInDB, AccessToken]:
-    session, refresh_token = await sessions.start_session(
-        user_id=user.id, client_address=client_address, user_agent=user_agent
-    )
+    try:
+        session, refresh_token = await sessions.start_session(
+            user_id=user.id, client_address=client_address, user_agent=user_agent
+        )
+    except AccountNotActiveError as exc:  # deactivated or deleted since its password was checked
+        raise unauthorized(NOT_ACTIVE) from exc
     metrics.SESSIONS_STARTED.inc()
     return session, tokens_for(user, session, refresh_token=refresh_token)
 

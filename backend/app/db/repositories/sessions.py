@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from app.core import config, metrics
+from app.db.errors import AccountNotActiveError
 from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
 from app.db.repositories.users import UsersRepository, user_from_row, user_with_profile_columns
 from app.models.session import SessionEndReason, SessionInDB
@@ -34,12 +35,17 @@ SESSION_COLUMNS = (
 # A new session and its first refresh token; past the user's maximum, their least recently used
 # sessions end (`sessions_ended`: how many, for the metrics); long-dead sessions of the user are
 # deleted. (Every part of the statement sees the sessions as they were before it: the new one is not
-# among those counted.)
+# among those counted.) Only for a user who is active when the session is written, not merely when
+# the caller read them: a deactivation or an account deletion under way holds the user's row, so this
+# waits for it to end and reads the row again (none is written for an account that just went).
 START_SESSION_QUERY = f"""
     WITH started AS (
         INSERT INTO sessions (user_id, expires_at, client_address, user_agent)
-        VALUES (:user_id, now() + make_interval(mins => {int(config.SESSION_LIFETIME_MINUTES)}),
-                :client_address, :user_agent)
+        SELECT id, now() + make_interval(mins => {int(config.SESSION_LIFETIME_MINUTES)}),
+               :client_address, :user_agent
+        FROM users
+        WHERE id = :user_id AND is_active
+        FOR SHARE
         RETURNING *
     ), first_token AS (
         INSERT INTO refresh_tokens (token_hash, session_id) SELECT :token_hash, id FROM started
@@ -168,7 +174,10 @@ class SessionsRepository(BaseRepository):
     async def start_session(
         self, *, user_id: int, client_address: str | None, user_agent: str | None
     ) -> tuple[SessionInDB, str]:
-        """A new session for the user, and its first refresh token (only its hash is stored)."""
+        """A new session for the user, and its first refresh token (only its hash is stored).
+
+        AccountNotActiveError if the user is no longer active (deactivated, or their account
+        deleted, after the caller checked their password): no session is written."""
         refresh_token = new_random_token()
         values = {
             "user_id": user_id,
@@ -177,7 +186,8 @@ class SessionsRepository(BaseRepository):
             "token_hash": random_token_hash(refresh_token),
         }
         record = await self.db.fetch_one(START_SESSION_QUERY, values)
-        assert record is not None  # INSERT ... RETURNING
+        if record is None:  # deactivated or deleted since the caller read the user
+            raise AccountNotActiveError
         row = dict(as_dict(record))
         # Counted as the statement commits: no caller runs it inside a transaction of its own.
         metrics.count_sessions_ended(SessionEndReason.session_limit.value, int(row.pop("sessions_ended")))

@@ -174,7 +174,7 @@ SET_USER_ACTIVE_QUERY = _write_with_profile(
     UPDATE users
     SET is_active = CAST(:is_active AS boolean),
         token_version = token_version + CASE WHEN is_active AND NOT CAST(:is_active AS boolean) THEN 1 ELSE 0 END
-    WHERE id = :id
+    WHERE id = :id AND deleted_at IS NULL
     """,
     also=f"""
     , sessions_ended AS (
@@ -191,14 +191,19 @@ MAKE_SUPERUSER_QUERY = _write_with_profile(
     UPDATE users
     SET is_superuser = true,
         is_active = true
-    WHERE id = :id
+    WHERE id = :id AND deleted_at IS NULL
     """
 )
 
-LIST_USERS_QUERY = _WITH_PROFILE.format(source="users", more_columns="") + "ORDER BY u.id LIMIT :limit OFFSET :offset;"
+# Deleted accounts (tombstones, app/db/repositories/account.py) are no users any more: a deactivation,
+# a reactivation, a promotion or the list never finds them.
+LIST_USERS_QUERY = (
+    _WITH_PROFILE.format(source="users", more_columns="")
+    + "WHERE u.deleted_at IS NULL ORDER BY u.id LIMIT :limit OFFSET :offset;"
+)
 
 COUNT_USERS_QUERY = """
-    SELECT count(*) FROM users;
+    SELECT count(*) FROM users WHERE deleted_at IS NULL;
 """
 
 # The unique indexes of the first migration, and what each one means when a write hits it.
