@@ -144,6 +144,19 @@ EMAIL_VERIFICATION_MAIL_MAX_AGE_MINUTES = config(
     "EMAIL_VERIFICATION_MAIL_MAX_AGE_MINUTES", cast=int, default=EMAIL_VERIFICATION_TOKEN_MINUTES
 )
 
+# Account notices (a password or email changed, the second factor on or off, the account deleted):
+# no link or token in them, only what happened and where to get help (SUPPORT_CONTACT: an address or
+# a page). They are worth sending late, within NOTICE_MAIL_MAX_AGE_MINUTES.
+SUPPORT_CONTACT = config("SUPPORT_CONTACT", cast=str, default=f"{PUBLIC_APP_URL}/help")
+NOTICE_MAIL_MAX_AGE_MINUTES = config("NOTICE_MAIL_MAX_AGE_MINUTES", cast=int, default=7 * 24 * 60)
+
+# Second factor (TOTP, docs/api.md "Two-factor sign-in"). MFA_ISSUER names Phresh in authenticator
+# apps. Wrong codes count like failed logins, in the login window: per account (every place a code
+# is asked for) and per mfa_token (a login's second step; past it, log in with the password again).
+MFA_ISSUER = config("MFA_ISSUER", cast=str, default="Phresh")
+MFA_MAX_FAILURES_PER_ACCOUNT = config("MFA_MAX_FAILURES_PER_ACCOUNT", cast=int, default=LOGIN_MAX_FAILURES_PER_ACCOUNT)
+MFA_MAX_FAILURES_PER_TOKEN = config("MFA_MAX_FAILURES_PER_TOKEN", cast=int, default=3)
+
 # Shutdown (docs/deployment.md). On SIGTERM a worker stops accepting connections and gives the
 # requests in flight up to SHUTDOWN_GRACE_SECONDS to finish (uvicorn's --timeout-graceful-shutdown,
 # passed by `manage.py serve` and the image's command); then the mail sender gets up to

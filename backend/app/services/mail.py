@@ -29,7 +29,7 @@ from starlette.datastructures import Secret
 
 from app.core import config, metrics
 from app.db.errors import DATABASE_UNAVAILABLE_ERRORS
-from app.db.repositories.outbox import MailKind, OutboxMessage, OutboxRepository, PreparedMail
+from app.db.repositories.outbox import TOKEN_KINDS, MailKind, OutboxMessage, OutboxRepository, PreparedMail
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,12 @@ MAIL_SENDER_TASK = "phresh-mail-sender"
 SUBJECTS = {
     MailKind.email_verification: "Confirm your email address for Phresh",
     MailKind.password_reset: "Reset your Phresh password",
+    MailKind.password_changed: "Your Phresh password was changed",
+    MailKind.email_changed: "The email address of your Phresh account was changed",
+    MailKind.mfa_enabled: "Two-factor sign-in is on for your Phresh account",
+    MailKind.mfa_disabled: "Two-factor sign-in is off for your Phresh account",
+    MailKind.mfa_reset: "Two-factor sign-in of your Phresh account was reset",
+    MailKind.account_deleted: "Your Phresh account was deleted",
 }
 LINK_PATHS = {MailKind.email_verification: "/verify-email", MailKind.password_reset: "/reset-password"}
 
@@ -46,11 +52,76 @@ def link_for(kind: MailKind, token: str) -> str:
     return f"{config.PUBLIC_APP_URL}{LINK_PATHS[kind]}?{urlencode({'token': token})}"
 
 
+def _when(message: OutboxMessage) -> str:
+    return f"on {message.created_at.astimezone(UTC):%Y-%m-%d at %H:%M} UTC"
+
+
+def _when_and_where(message: OutboxMessage) -> str:
+    # The client address as the app sees it (a trusted proxy's word for it, docs/proxy.md).
+    where = f", from the address {message.client_address}" if message.client_address else ""
+    return _when(message) + where
+
+
+def notice_text(message: OutboxMessage) -> str:
+    """What an account notice says: what happened to the account, when and from where, and where
+    to get help. Never a link that acts on the account, nor a token."""
+    details = message.details or {}
+    username = details.get("username", "")
+    happened = _when_and_where(message)
+    not_you = (
+        "If this was not you, someone else may have your password: ask for a password reset in the Phresh app"
+        f" ({config.PUBLIC_APP_URL}) at once, and get help at {config.SUPPORT_CONTACT}."
+    )
+    kind = message.kind
+    if kind is MailKind.password_changed:
+        how = " with a reset link" if details.get("how") == "reset" else ""
+        body = (
+            f"The password of your Phresh account {username} was changed{how} {happened}. Every other session"
+            f" of the account has ended.\n\nIf you did this, there is nothing more to do. {not_you}"
+        )
+    elif kind is MailKind.email_changed:
+        body = (
+            f"The email address of your Phresh account {username} was changed from {message.recipient} to"
+            f" {details.get('new_email', 'a new address')} {happened}. Mail about the account now goes to the new"
+            f" address; this is the last message to this one.\n\nIf you did this, there is nothing more to do."
+            f" If not, get help at {config.SUPPORT_CONTACT} at once: say which address the account had."
+        )
+    elif kind is MailKind.mfa_enabled:
+        body = (
+            f"Two-factor sign-in was turned on for your Phresh account {username} {happened}. From now on,"
+            f" logging in asks for a code from the authenticator app, or one of the recovery codes shown when"
+            f" it was turned on.\n\nIf you did this, keep the recovery codes somewhere safe. {not_you}"
+        )
+    elif kind is MailKind.mfa_disabled:
+        body = (
+            f"Two-factor sign-in was turned off for your Phresh account {username} {happened}. Logging in now"
+            f" takes the password alone, and every other session of the account has ended.\n\nIf you did this,"
+            f" there is nothing more to do. {not_you}"
+        )
+    elif kind is MailKind.mfa_reset:
+        body = (
+            f"A Phresh administrator turned off two-factor sign-in for your account {username} {_when(message)}."
+            f" Logging in now takes the password alone; you can turn two-factor sign-in on again in the app."
+            f"\n\nIf you did not ask for this, get help at {config.SUPPORT_CONTACT} at once."
+        )
+    else:  # account_deleted
+        body = (
+            f"Your Phresh account {username} was deleted {happened}. Its sessions have ended and its profile"
+            f" is gone; this address and the username can be used for a new account.\n\nIf you did not do"
+            f" this, get help at {config.SUPPORT_CONTACT} at once."
+        )
+    greeting = f"Hello {username},\n\n" if username else "Hello,\n\n"
+    return greeting + body + "\n"
+
+
 def compose(mail: PreparedMail) -> EmailMessage:
     """The message for a prepared outbox row. Its Message-ID names the outbox row, so a message
     sent twice (a worker that died between the server's acceptance and recording it) is one
     message to mail software that de-duplicates."""
     message = mail.message
+    if message.kind not in TOKEN_KINDS:
+        return _envelope(message, recipient=message.recipient, text=notice_text(message))
+    assert mail.user is not None and mail.token is not None  # prepared with both (OutboxRepository.prepare)
     link = link_for(message.kind, mail.token)
     if message.kind is MailKind.email_verification:
         hours = config.EMAIL_VERIFICATION_TOKEN_MINUTES / 60
@@ -68,9 +139,14 @@ def compose(mail: PreparedMail) -> EmailMessage:
             f"The link works once, for {minutes} minutes, and stops working if your password changes in the "
             f"meantime. If you did not ask for this, ignore this message: your password stays as it is.\n"
         )
+    recipient = message.recipient if message.kind is MailKind.email_verification else mail.user.email
+    return _envelope(message, recipient=recipient, text=text)
+
+
+def _envelope(message: OutboxMessage, *, recipient: str, text: str) -> EmailMessage:
     email = EmailMessage()
     email["From"] = config.MAIL_FROM
-    email["To"] = message.recipient if message.kind is MailKind.email_verification else mail.user.email
+    email["To"] = recipient
     email["Subject"] = SUBJECTS[message.kind]
     email["Date"] = format_datetime(datetime.now(UTC))
     email["Message-ID"] = f"<outbox-{message.id}.{int(message.created_at.timestamp())}@phresh.io>"

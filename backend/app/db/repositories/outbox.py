@@ -1,6 +1,8 @@
 """The mail outbox and the tokens its messages carry. A message is enqueued in the transaction of
 what causes it; the sender claims, prepares and settles it here."""
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -15,6 +17,17 @@ from app.services.authentication import new_random_token, random_token_hash
 class MailKind(StrEnum):
     email_verification = "email_verification"
     password_reset = "password_reset"
+    # Account notices (app/services/notices.py): no token, sent to the address they were written for.
+    password_changed = "password_changed"
+    email_changed = "email_changed"
+    mfa_enabled = "mfa_enabled"
+    mfa_disabled = "mfa_disabled"
+    mfa_reset = "mfa_reset"
+    account_deleted = "account_deleted"
+
+
+# The kinds that carry a token (a link), as opposed to the notices.
+TOKEN_KINDS = frozenset({MailKind.email_verification, MailKind.password_reset})
 
 
 TOKEN_MINUTES = {
@@ -23,8 +36,8 @@ TOKEN_MINUTES = {
 }
 
 ENQUEUE_QUERY = """
-    INSERT INTO outbox_messages (kind, recipient, user_id, client_address)
-    VALUES (:kind, :recipient, :user_id, :client_address)
+    INSERT INTO outbox_messages (kind, recipient, user_id, client_address, details)
+    VALUES (:kind, :recipient, :user_id, :client_address, CAST(:details AS jsonb))
     RETURNING id;
 """
 
@@ -32,7 +45,7 @@ ENQUEUE_QUERY = """
 MAIL_MAX_AGE_MINUTES = {
     MailKind.email_verification: config.EMAIL_VERIFICATION_MAIL_MAX_AGE_MINUTES,
     MailKind.password_reset: config.PASSWORD_RESET_MAIL_MAX_AGE_MINUTES,
-}
+} | {kind: config.NOTICE_MAIL_MAX_AGE_MINUTES for kind in MailKind if kind not in TOKEN_KINDS}
 
 # When a message stops being worth sending: created_at plus its kind's max age (integers from the settings).
 END_OF_LIFE = (
@@ -61,7 +74,8 @@ CLAIM_QUERY = f"""
         finished_at = CASE WHEN next.expired THEN now() END
     FROM next
     WHERE m.id = next.id
-    RETURNING m.id, m.kind, m.recipient, m.user_id, m.created_at, m.attempts, next.expired, m.last_error;
+    RETURNING m.id, m.kind, m.recipient, m.user_id, m.created_at, m.attempts, next.expired, m.last_error,
+              m.client_address, m.details;
 """
 
 ACCOUNT_COLUMNS = "id, username, email, email_verified, is_active, token_version"
@@ -168,6 +182,8 @@ class OutboxMessage:
     attempts: int
     expired: bool = False  # past its end of life: recorded `expired` by the claim, not to be sent
     last_error: str | None = None
+    client_address: str | None = None  # where the request that caused it came from
+    details: Mapping[str, str] | None = None  # what a notice says (app/services/notices.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,19 +200,32 @@ class MailAccount:
 
 @dataclass(frozen=True, slots=True)
 class PreparedMail:
-    """A message ready to send: to whom, for which account, with which token (never stored)."""
+    """A message ready to send: to whom, for which account, with which token (never stored).
+    A notice has neither account nor token: what it says was written with it."""
 
     message: OutboxMessage
-    user: MailAccount
-    token: str
+    user: MailAccount | None
+    token: str | None
 
 
 class OutboxRepository(BaseRepository):
     async def enqueue(
-        self, *, kind: MailKind, recipient: str, user_id: int | None, client_address: str | None = None
+        self,
+        *,
+        kind: MailKind,
+        recipient: str,
+        user_id: int | None,
+        client_address: str | None = None,
+        details: Mapping[str, str] | None = None,
     ) -> int:
         """Store a message to send. Call it inside the transaction of what causes the message."""
-        values = {"kind": kind.value, "recipient": recipient, "user_id": user_id, "client_address": client_address}
+        values = {
+            "kind": kind.value,
+            "recipient": recipient,
+            "user_id": user_id,
+            "client_address": client_address,
+            "details": json.dumps(dict(details)) if details is not None else None,
+        }
         return int(await self.db.fetch_val(ENQUEUE_QUERY, values))
 
     async def claim_next(self) -> OutboxMessage | None:
@@ -205,11 +234,15 @@ class OutboxRepository(BaseRepository):
             return None
         row = dict(as_dict(record))
         row["kind"] = MailKind(row["kind"])
+        row["details"] = json.loads(row["details"]) if row["details"] is not None else None
         return OutboxMessage(**row)
 
     async def prepare(self, message: OutboxMessage) -> PreparedMail | None:
         """The account a message is for and a new token for it; None when it should not be sent
-        any more (the account is gone or inactive, the email changed or is verified already)."""
+        any more (the account is gone or inactive, the email changed or is verified already).
+        A notice is sent as it was written, to the address it was written for: no token."""
+        if message.kind not in TOKEN_KINDS:
+            return PreparedMail(message=message, user=None, token=None)
         user = await self._recipient_account(message)
         if user is None:
             return None
