@@ -386,13 +386,12 @@ class TestHashingRefusals:
     async def test_every_503_of_a_full_hashing_line_is_counted_once(
         self, sessions_server: str, outbox_dir: Path
     ) -> None:
-        # One slow hashing thread a worker, no queue and a short wait: of a burst of registrations,
+        # One slow hashing thread a worker and a short target wait: of a burst of registrations,
         # most are refused. Whatever the split, the counter says how many 503s the clients got.
         env = {
             "MAIL_OUTBOX_DIR": str(outbox_dir),  # the database's other server writes there too
             "HASH_POOL_SIZE": "1",
-            "HASH_QUEUE_SIZE": "0",
-            "HASH_WAIT_SECONDS": "0.05",
+            "HASH_MAX_WAIT_SECONDS": "0.05",
             "BCRYPT_ROUNDS": "14",
         }
         with metrics_server(SESSIONS_DATABASE_URL, env) as server:

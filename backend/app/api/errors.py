@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
 from app.models.core import CoreModel
+from app.services.hashing import HashingBusyError
 
 DATABASE_UNAVAILABLE = "The database is unavailable right now. Try again shortly."
 HASHING_BUSY = "The server is busy checking passwords. Try again in a moment."
@@ -67,11 +68,13 @@ async def database_unavailable_handler(request: Request, exc: Exception) -> JSON
 
 
 async def hashing_busy_handler(request: Request, exc: Exception) -> JSONResponse:
-    """No place in the hashing pool came free within HASH_WAIT_SECONDS: come back in a moment (503)."""
+    """The request would wait longer than HASH_MAX_WAIT_SECONDS for a hashing thread (503), with
+    the seconds until the line ahead of a newcomer has drained to that wait."""
+    retry_after = exc.retry_after if isinstance(exc, HashingBusyError) else 1
     return JSONResponse(
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         content={"detail": HASHING_BUSY},
-        headers={"Retry-After": "1"},
+        headers={"Retry-After": str(retry_after)},
     )
 
 

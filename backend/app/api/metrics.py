@@ -115,6 +115,7 @@ class CountRequests:
         m.HTTP_REQUESTS_IN_FLIGHT.set(self.in_flight)
         m.HASHING_BUSY.set(hashing_pool.pending)
         m.HASHING_WAITING.set(hashing_pool.waiting)
+        m.HASHING_EXPECTED_WAIT.set(hashing_pool.expected_wait())
         database: Database | None = getattr(app.state, "_db", None)
         size, in_use, waiting = lone_queries.pool_usage(database) if database is not None else (0, 0, 0)
         m.DB_POOL_CONNECTIONS.set(size)

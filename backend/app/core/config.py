@@ -207,13 +207,17 @@ METRICS_TOKEN_MIN_BYTES = 16
 if METRICS_TOKEN and len(str(METRICS_TOKEN).encode()) < METRICS_TOKEN_MIN_BYTES:
     _exit(f"METRICS_TOKEN is shorter than {METRICS_TOKEN_MIN_BYTES} bytes: generate one with `openssl rand -hex 32`")
 
-# Password hashing runs in a pool of threads (bcrypt releases the GIL), off the event loop. At most
-# HASH_QUEUE_SIZE more jobs wait for a thread. A request that finds them all taken waits in line up
-# to HASH_WAIT_SECONDS for a place, then register/login/password change answer 503. So an answered
-# request waits at most HASH_WAIT_SECONDS + (1 + HASH_QUEUE_SIZE / HASH_POOL_SIZE) hashes.
+# Password hashing runs in a pool of threads (bcrypt releases the GIL), off the event loop. A
+# register/login/password change is admitted while the wait it would have for a thread (the hashing
+# ahead of it / the threads, at the measured pace) is within HASH_MAX_WAIT_SECONDS, and answered 503
+# with Retry-After when its wait would go beyond: an answered one waits at most that plus one hash.
 HASH_POOL_SIZE = config("HASH_POOL_SIZE", cast=int, default=os.cpu_count() or 1)
-HASH_QUEUE_SIZE = config("HASH_QUEUE_SIZE", cast=int, default=HASH_POOL_SIZE)
-HASH_WAIT_SECONDS = config("HASH_WAIT_SECONDS", cast=float, default=1.0)
+HASH_MAX_WAIT_SECONDS = config("HASH_MAX_WAIT_SECONDS", cast=float, default=2.0)
+if HASH_POOL_SIZE < 1 or not 0 < HASH_MAX_WAIT_SECONDS < 3600:
+    _exit(
+        f"HASH_POOL_SIZE must be 1 or more and HASH_MAX_WAIT_SECONDS between 0 and 3600 seconds, "
+        f"not {HASH_POOL_SIZE} and {HASH_MAX_WAIT_SECONDS}"
+    )
 
 # Connections each worker process keeps to PostgreSQL. Size workers x DB_POOL_MAX_SIZE below the
 # server's max_connections. Behind PgBouncer in transaction mode, set DB_STATEMENT_CACHE_SIZE=0.

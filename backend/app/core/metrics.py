@@ -116,9 +116,15 @@ HASHING_WAITING = Gauge(
     multiprocess_mode="livesum",
     registry=REGISTRY,
 )
+HASHING_EXPECTED_WAIT = Gauge(
+    "phresh_hashing_expected_wait_seconds",
+    "The wait a newcomer would have for a hashing thread, were the line served in order (admission's figure).",
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
 HASHING_REFUSED = Counter(
     "phresh_hashing_refused_total",
-    "Requests refused (503) because no place in the hashing pool came free in time.",
+    "Requests refused (503) because their wait for a hashing thread would have gone beyond HASH_MAX_WAIT_SECONDS.",
     registry=REGISTRY,
 )
 HASHING_WAIT = Histogram(
