@@ -30,6 +30,17 @@ class SecurityEventKind(StrEnum):
     offer_cancelled = "offer_cancelled"
     offer_rescinded = "offer_rescinded"
     evaluation_created = "evaluation_created"
+    # leaving: the detail counts what the deletion did (no name, no address)
+    account_deleted = "account_deleted"
+    # the second factor: its enrolment, its codes at login, turning it off, a superuser's reset
+    mfa_enrolment_started = "mfa_enrolment_started"
+    mfa_enabled = "mfa_enabled"
+    mfa_disabled = "mfa_disabled"
+    mfa_reset = "mfa_reset"
+    mfa_recovery_codes_renewed = "mfa_recovery_codes_renewed"
+    mfa_code_requested = "mfa_code_requested"  # the password was right; the login waits for a code
+    mfa_code_rejected = "mfa_code_rejected"
+    mfa_lockout = "mfa_lockout"
 
 
 class SecurityEventInDB(CoreModel):
