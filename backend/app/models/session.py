@@ -25,6 +25,7 @@ class SessionEndReason(StrEnum):
     deactivation = "deactivation"
     session_limit = "session_limit"
     password_reset = "password_reset"
+    mfa_disabled = "mfa_disabled"  # the caller's other sessions, when they turn the second factor off
 
 
 class SessionInDB(CoreModel):

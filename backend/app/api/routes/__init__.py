@@ -10,6 +10,7 @@ from app.api.routes.evaluations import router as evaluations_router
 from app.api.routes.feed import router as feed_router
 from app.api.routes.health import router as health_router
 from app.api.routes.mail import router as mail_router
+from app.api.routes.mfa import router as mfa_router
 from app.api.routes.offers import router as offers_router
 from app.api.routes.profiles import router as profiles_router
 from app.api.routes.security_events import router as security_events_router
@@ -20,6 +21,7 @@ RESOURCE_ROUTERS: tuple[tuple[APIRouter, str, str], ...] = (
     (cleanings_router, "/cleanings", "cleanings"),
     (users_router, "/users", "users"),
     (mail_router, "/users", "users"),
+    (mfa_router, "/users", "users"),
     (profiles_router, "/profiles", "profiles"),
     (offers_router, "/cleanings/{cleaning_id}/offers", "offers"),
     (evaluations_router, "/users/{username}/evaluations", "evaluations"),

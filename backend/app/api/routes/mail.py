@@ -21,6 +21,7 @@ from app.db.repositories.security_events import SecurityEventsRepository
 from app.models.mail import EmailVerification, EmailVerified, Notice, PasswordReset, PasswordResetRequest
 from app.models.security_event import SecurityEventKind as Event
 from app.services import auth_service, hashing_pool
+from app.services.notices import NoticeKind, queue_notice
 
 router = APIRouter()
 
@@ -157,10 +158,17 @@ async def reset_password(
         password_update = await hashing_pool.run(
             auth_service.create_salt_and_hashed_password, plaintext_password=reset.new_password
         )
-    user_id = await outbox.reset_password(
-        token=reset.token, password=password_update.password, salt=password_update.salt
-    )
+    async with outbox.db.transaction():  # the new password and its notice, or neither
+        user_id = await outbox.reset_password(
+            token=reset.token, password=password_update.password, salt=password_update.salt
+        )
+        account = await outbox.account(user_id=user_id) if user_id is not None else None
+        if account is not None:
+            await queue_notice(
+                outbox.db, account, NoticeKind.password_changed, client_address=client_address, how="reset"
+            )
     if user_id is None:  # used, or the password changed, while the new one was being hashed
         raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=INVALID_LINK)
     await events.record(kind=Event.password_reset, user_id=user_id, client_address=client_address)
+    wake_mail_sender(request)
     return Notice(detail=PASSWORD_RESET_DONE)

@@ -38,6 +38,7 @@ from app.db.repositories.rate_limits import RateLimitsRepository
 from app.db.repositories.security_events import SecurityEventsRepository
 from app.db.repositories.sessions import RefreshOutcome, SessionsRepository
 from app.db.repositories.users import UsersRepository
+from app.models.mfa import MfaRequired
 from app.models.security_event import SecurityEventKind as Event
 from app.models.session import (
     LogoutScope,
@@ -59,6 +60,8 @@ from app.models.user import (
     UserUpdate,
 )
 from app.services import auth_service, hashing_pool
+from app.services.mfa import MFA_CHALLENGE_SECONDS, create_challenge, second_factor_on
+from app.services.notices import NoticeKind, queue_notice
 
 router = APIRouter()
 
@@ -167,7 +170,7 @@ async def register_new_user(
 
 @router.post(
     "/login/token/",
-    response_model=AccessToken,
+    response_model=AccessToken | MfaRequired,
     name="users:login-email-and-password",
     summary="Log in",
     responses=error_responses(400, 401, 413, 429, 503, e401=LOGIN_FAILED),
@@ -184,10 +187,12 @@ async def user_login_with_email_and_password(
     # empty fields are a failed login like any other (401), not a malformed request (422).
     username: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
-) -> AccessToken:
+) -> AccessToken | MfaRequired:
     """Log in with email (or username) and password: a new session, with an access token and a
     refresh token. Failed logins are limited per account and per client address: past the limit
-    the answer is 429 with Retry-After, whether or not the account exists."""
+    the answer is 429 with Retry-After, whether or not the account exists. For an account with
+    two-factor sign-in on, the answer is `{"mfa_required": true, "mfa_token": ...}` instead, and
+    no session: the second step (`POST /api/users/login/mfa/`) takes the token and a code."""
     async with hashing_place(request):
         try:
             hit = await count_login_attempt(limits, login=username, address=client_address)
@@ -208,6 +213,13 @@ async def user_login_with_email_and_password(
     if config.LOGIN_REQUIRES_VERIFIED_EMAIL and not user.email_verified:
         await resend_verification(request, limits, OutboxRepository(user_repo.db), user, client_address)
         raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=EMAIL_NOT_VERIFIED)
+    if await second_factor_on(user_repo.db, user.id):
+        # The password was right; the session waits for a code (app/api/routes/mfa.py).
+        mfa_token = await create_challenge(
+            user_repo.db, user_id=user.id, token_version=user.token_version, client_address=client_address
+        )
+        await events.record(kind=Event.mfa_code_requested, user_id=user.id, client_address=client_address)
+        return MfaRequired(mfa_token=mfa_token, expires_in=MFA_CHALLENGE_SECONDS)
     session, tokens = await start_session(sessions, user, client_address=client_address, user_agent=user_agent)
     await events.record(
         kind=Event.login_success, user_id=user.id, client_address=client_address, detail=f"session {session.id}"
@@ -235,15 +247,29 @@ async def get_currently_authenticated_user(current_user: CurrentUser) -> Respons
     responses=error_responses(400, 401, 413, 503, e400=USERNAME_TAKEN),
 )
 async def update_current_user(
+    request: Request,
     user_update: Annotated[UserUpdate, Body(embed=True)],
     current_user: CurrentUser,
     user_repo: UsersRepo,
+    client_address: ClientAddress,
 ) -> UserPublic:
-    """Change the caller's email and/or username. Tokens keep working; a new email is unverified."""
+    """Change the caller's email and/or username. Tokens keep working; a new email is unverified.
+    A new email is told to the old address (when, and from which client address)."""
     try:
-        updated = await user_repo.update_user(user=current_user, user_update=user_update)
+        async with user_repo.db.transaction():  # the new email and its notice, or neither
+            updated = await user_repo.update_user(user=current_user, user_update=user_update)
+            if updated.email.lower() != current_user.email.lower():
+                await queue_notice(
+                    user_repo.db,
+                    current_user,  # to the address it had
+                    NoticeKind.email_changed,
+                    client_address=client_address,
+                    new_email=updated.email,
+                )
     except (EmailAlreadyTakenError, UsernameAlreadyTakenError) as exc:
         raise name_taken(exc) from exc
+    if updated.email != current_user.email:
+        wake_mail_sender(request)
     return public(updated)
 
 
@@ -285,9 +311,12 @@ async def change_password(
         password_update = await hashing_pool.run(
             auth_service.create_salt_and_hashed_password, plaintext_password=password_change.new_password
         )
-    updated = await user_repo.update_password(
-        user=current_user, password_update=password_update, keep_session=session_id
-    )
+    async with user_repo.db.transaction():  # the new password and its notice, or neither
+        updated = await user_repo.update_password(
+            user=current_user, password_update=password_update, keep_session=session_id
+        )
+        await queue_notice(user_repo.db, updated, NoticeKind.password_changed, client_address=client_address)
+    wake_mail_sender(request)
     await events.record(
         kind=Event.password_change,
         user_id=updated.id,

@@ -262,6 +262,10 @@ class OutboxRepository(BaseRepository):
         )
         return PreparedMail(message=message, user=user, token=token)
 
+    async def account(self, *, user_id: int) -> MailAccount | None:
+        record = await self.db.fetch_one(ACCOUNT_BY_ID_QUERY, {"user_id": user_id})
+        return MailAccount(**as_dict(record)) if record else None
+
     async def _recipient_account(self, message: OutboxMessage) -> MailAccount | None:
         if message.kind is MailKind.email_verification:
             record = await self.db.fetch_one(ACCOUNT_BY_ID_QUERY, {"user_id": message.user_id})
@@ -319,6 +323,7 @@ class OutboxRepository(BaseRepository):
         record = await self.db.fetch_one(USE_RESET_TOKEN_QUERY, values)
         if record is None:
             return None
-        # Counted as the statement commits: no caller runs it inside a transaction of its own.
+        # Counted as the statement runs: its caller's transaction holds nothing more that can fail
+        # (the notice of the change), so it commits too.
         metrics.count_sessions_ended(SessionEndReason.password_reset.value, int(record["sessions_ended"]))
         return int(record["id"])
