@@ -2,19 +2,19 @@
 as in the tutorial, so that the errors come in its order: who is asking (401), the cleaning
 (422/404), the user named in the path (422/404), the offer (404), the permission (403), the
 offer's state (400). The repository checks the state again under the cleaning's lock: these
-checks give the clear answer, the lock settles a race."""
+checks give the clear answer, the lock settles a race. (The list of a cleaning's offers checks
+its permission in the statement that reads the page: see routes/offers.py.)"""
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi import Depends, HTTPException, status
 
 from app.api.dependencies.auth import CurrentUser
-from app.api.dependencies.cleanings import CleaningFromPath, cleaning_not_found, user_owns_cleaning
-from app.api.dependencies.database import database_of, get_repository
+from app.api.dependencies.cleanings import CleaningFromPath, user_owns_cleaning
+from app.api.dependencies.database import get_repository
 from app.api.dependencies.users import UserFromPath
-from app.db.repositories.cleanings import CleaningsRepository
 from app.db.repositories.offers import OffersRepository
-from app.models.cleaning import AnyCleaning, CleaningInDB
+from app.models.cleaning import AnyCleaning
 from app.models.offer import OfferInDB, OfferPublic, OfferStatus
 from app.models.user import AnyUser
 
@@ -86,29 +86,6 @@ async def check_offer_create_permissions(
         raise bad_request(OWN_CLEANING)
     if await offers_repo.get_offer_for_cleaning_from_user(cleaning=cleaning, user=current_user):
         raise bad_request(DUPLICATE_OFFER)
-
-
-async def check_offer_list_permissions(
-    # As get_cleaning_by_id_from_path takes it: a positive integer (422), checked after the caller (401).
-    cleaning_id: Annotated[int, Path(ge=1)],
-    current_user: CurrentUser,
-    request: Request,
-) -> CleaningInDB:
-    """The cleaning in the path (404), if the caller may see all its offers: only its owner does (403).
-
-    The list of offers is a hot route, so this one dependency does what CleaningFromPath and a
-    check beside it would: each dependency FastAPI solves costs about 20 µs (docs/performance.md),
-    and the list needs the cleaning's owner, not the owner's account and profile.
-    """
-    cleaning = await CleaningsRepository(database_of(request)).get_cleaning_by_id(id=cleaning_id, populate=False)
-    if cleaning is None:
-        raise cleaning_not_found()
-    if not user_owns_cleaning(user=current_user, cleaning=cleaning):
-        raise forbidden(CANNOT_LIST)
-    return cleaning
-
-
-CleaningWithListableOffers = Annotated[CleaningInDB, Depends(check_offer_list_permissions)]
 
 
 async def check_offer_get_permissions(

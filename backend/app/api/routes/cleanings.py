@@ -1,20 +1,21 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Query, Response, status
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
 
+from app.api.conditional import CONDITIONAL_RESPONSES, if_none_match, tagged_response
 from app.api.dependencies.auth import CurrentUser
 from app.api.dependencies.cleanings import (
     NOT_FOUND,
     NOT_OWNER,
-    CleaningFromPath,
     CleaningsRepo,
     ModifiableCleaning,
     cleaning_not_found,
 )
+from app.api.dependencies.database import database_of
 from app.api.errors import error_responses
-from app.api.responses import list_response, model_response
 from app.db.errors import CleaningHasAcceptedOfferError, InvalidCleaningTypeError
 from app.db.repositories.base import MAX_ID
+from app.db.repositories.cleanings import CleaningsRepository
 from app.models.cleaning import CleaningCreate, CleaningPublic, CleaningUpdate
 
 router = APIRouter()
@@ -28,22 +29,23 @@ HAS_ACCEPTED_OFFER = "This cleaning job has an accepted offer and cannot be dele
     response_model=list[CleaningPublic],
     name="cleanings:list-all-user-cleanings",
     summary="List my cleanings",
-    responses=error_responses(401, 503),
+    responses={**error_responses(401, 503), **CONDITIONAL_RESPONSES},
 )
 async def list_all_user_cleanings(
     current_user: CurrentUser,
     cleanings_repo: CleaningsRepo,
+    request: Request,
     limit: Annotated[int | None, Query(ge=1, le=100, description="At most this many cleanings (default: all).")] = None,
     after_id: Annotated[
         int, Query(ge=0, le=MAX_ID, description="The `id` of the last cleaning of the page before.")
     ] = 0,
 ) -> Response:
-    """The caller's cleanings, in the order they were posted; page with `limit` and `after_id`."""
-    cleanings = await cleanings_repo.list_all_user_cleanings(
-        requesting_user=current_user, limit=limit, after_id=after_id
+    """The caller's cleanings, in the order they were posted; page with `limit` and `after_id`.
+    With an `ETag`: send it back in `If-None-Match` for a 304 while the page is the same."""
+    page = await cleanings_repo.list_tagged_user_cleanings(
+        requesting_user=current_user, limit=limit, after_id=after_id, if_none_match=if_none_match(request)
     )
-    public = [CleaningPublic.model_validate(cleaning, from_attributes=True) for cleaning in cleanings]
-    return list_response(CleaningPublic, public)
+    return tagged_response(page)
 
 
 @router.post(
@@ -68,12 +70,24 @@ async def create_new_cleaning(
     response_model=CleaningPublic,
     name="cleanings:get-cleaning-by-id",
     summary="Get a cleaning",
-    responses=error_responses(401, 404, 503, e404=NOT_FOUND),
+    responses={**error_responses(401, 404, 503, e404=NOT_FOUND), **CONDITIONAL_RESPONSES},
 )
-async def get_cleaning_by_id(cleaning: CleaningFromPath) -> Response:
+async def get_cleaning_by_id(
+    # As CleaningFromPath takes it: a positive integer (422), checked after the caller (401).
+    cleaning_id: Annotated[int, Path(ge=1)],
+    current_user: CurrentUser,
+    request: Request,
+) -> Response:
     """Any logged-in user may read any cleaning (that is how cleaners find work); the owner comes
-    embedded, with their profile."""
-    return model_response(cleaning)
+    embedded, with their profile. With an `ETag`: send it back in `If-None-Match` for a 304 while
+    the cleaning, its owner and the owner's profile are the same."""
+    # The repository is made here, as CleaningFromPath makes it: one dependency fewer to solve.
+    cleaning = await CleaningsRepository(database_of(request)).get_tagged_cleaning_by_id(
+        id=cleaning_id, reader=current_user, if_none_match=if_none_match(request)
+    )
+    if cleaning is None:
+        raise cleaning_not_found()
+    return tagged_response(cleaning)
 
 
 @router.put(

@@ -5,9 +5,11 @@ from typing import Any, Literal, TypeVar, overload
 from databases import Database
 from pydantic import BaseModel
 
+from app.db import etags
 from app.db.errors import CleaningHasAcceptedOfferError, InvalidCleaningTypeError
+from app.db.json_rows import json_array, model_json
 from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
-from app.db.repositories.users import UsersRepository, user_from_row, user_with_profile_columns
+from app.db.repositories.users import UsersRepository, user_from_row, user_json, user_with_profile_columns
 from app.models.cleaning import (
     AnyCleaning,
     CleaningCreate,
@@ -70,6 +72,37 @@ GET_POPULATED_CLEANING_BY_ID_QUERY = f"""
     WHERE c.id = :id;
 """
 
+
+class _CleaningWithOwner(CleaningPublic):
+    """What GET by id writes: a CleaningPublic whose owner is the embedded user (json_rows writes
+    no unions); its fields, their order and their JSON are CleaningPublic's."""
+
+    owner: UserPublic | None = None
+
+
+# The same cleaning as GET /api/cleanings/{id}/ answers it: its ETag (app/db/etags.py) and, unless
+# the client's copy is current, its JSON written by PostgreSQL (app/db/json_rows.py).
+_CLEANING_WITH_OWNER_JSON = model_json(
+    _CleaningWithOwner,
+    {**{field: field for field in CleaningPublic.model_fields}, "owner": user_json(prefix="owner_")},
+)
+_CLEANING_WITH_OWNER_KEY = " || ".join(
+    etags.row_key(id=f"{alias}.id", updated_at=f"{alias}.updated_at", version=f"{alias}.xmin") for alias in "cup"
+)
+GET_TAGGED_CLEANING_BY_ID_QUERY = f"""
+    SELECT etag,
+           CASE WHEN {etags.matched("etag")} THEN NULL ELSE {_CLEANING_WITH_OWNER_JSON} END AS body
+    FROM (
+        SELECT {", ".join(f"c.{column}" for column in CLEANING_COLUMNS.split(", "))},
+               {user_with_profile_columns(prefix="owner_")},
+               {etags.etag_of_row(_CLEANING_WITH_OWNER_KEY)} AS etag
+        FROM cleanings c
+        LEFT JOIN users u ON u.id = c.owner
+        LEFT JOIN profiles p ON p.user_id = u.id
+        WHERE c.id = :id
+    ) AS found;
+"""
+
 GET_CLEANING_BY_ID_FOR_UPDATE_QUERY = f"""
     SELECT {CLEANING_COLUMNS}
     FROM cleanings
@@ -84,6 +117,27 @@ LIST_ALL_USER_CLEANINGS_QUERY = f"""
     WHERE owner = :owner AND id > :after_id
     ORDER BY id
     LIMIT :limit;
+"""
+
+# The same page as the route answers it: its ETag and, unless the client's copy is current, its
+# JSON, written by PostgreSQL (each cleaning as CleaningPublic with the owner's id writes it).
+_CLEANING_JSON = model_json(CleaningInDB, {field: field for field in CleaningInDB.model_fields})
+_CLEANING_KEY = etags.row_key(id="id", updated_at="updated_at", version="row_version")
+LIST_TAGGED_USER_CLEANINGS_QUERY = f"""
+    WITH page_rows AS MATERIALIZED (
+        SELECT {CLEANING_COLUMNS}, xmin AS row_version
+        FROM cleanings
+        WHERE owner = :owner AND id > :after_id
+        ORDER BY id
+        LIMIT :limit
+    ), tagged AS (
+        SELECT {etags.etag_of_rows(_CLEANING_KEY, order_by="id")} AS etag
+        FROM page_rows
+    )
+    SELECT etag,
+           CASE WHEN {etags.matched("etag")} THEN NULL
+                ELSE (SELECT {json_array(_CLEANING_JSON, order_by="id")} FROM page_rows) END AS body
+    FROM tagged;
 """
 
 UPDATE_CLEANING_BY_ID_QUERY = f"""
@@ -155,6 +209,19 @@ class CleaningsRepository(BaseRepository):
         owner = user_from_row(row, prefix="owner_")
         return cleaning_from_row(CleaningPublic, row, owner=UserPublic.from_user(owner) if owner else None)
 
+    async def get_tagged_cleaning_by_id(self, *, id: int, reader: AnyUser, if_none_match: str) -> etags.Tagged | None:
+        """The cleaning as JSON, its owner embedded, and its ETag for `reader`; the JSON is None
+        when `if_none_match` (app.api.conditional.if_none_match) names the tag. None: no such cleaning."""
+        if not 1 <= id <= MAX_ID:
+            return None
+        values = {
+            "id": id,
+            "etag_seed": etags.seed(GET_TAGGED_CLEANING_BY_ID_QUERY, reader.id, id),
+            "if_none_match": if_none_match,
+        }
+        record = await self.db.fetch_one(query=GET_TAGGED_CLEANING_BY_ID_QUERY, values=values)
+        return etags.Tagged(etag=record["etag"], body=record["body"]) if record else None
+
     async def populate_cleaning(
         self, *, cleaning: CleaningInDB, requesting_user: AnyUser | None = None
     ) -> CleaningPublic:
@@ -170,6 +237,22 @@ class CleaningsRepository(BaseRepository):
         values = {"owner": requesting_user.id, "after_id": after_id, "limit": limit}
         records = await self.db.fetch_all(query=LIST_ALL_USER_CLEANINGS_QUERY, values=values)
         return [CleaningInDB.model_validate(as_dict(record)) for record in records]
+
+    async def list_tagged_user_cleanings(
+        self, *, requesting_user: AnyUser, limit: int | None = None, after_id: int = 0, if_none_match: str = ""
+    ) -> etags.Tagged:
+        """The page `list_all_user_cleanings` reads, as JSON, and its ETag; the JSON is None when
+        `if_none_match` names the tag."""
+        values = {
+            "owner": requesting_user.id,
+            "after_id": after_id,
+            "limit": limit,
+            "etag_seed": etags.seed(LIST_TAGGED_USER_CLEANINGS_QUERY, requesting_user.id, limit, after_id),
+            "if_none_match": if_none_match,
+        }
+        record = await self.db.fetch_one(query=LIST_TAGGED_USER_CLEANINGS_QUERY, values=values)
+        assert record is not None  # an aggregate's one row
+        return etags.Tagged(etag=record["etag"], body=record["body"])
 
     async def update_cleaning(self, *, cleaning: AnyCleaning, cleaning_update: CleaningUpdate) -> CleaningInDB | None:
         """Apply the fields the update sets to the cleaning as it is now; None if it is gone."""

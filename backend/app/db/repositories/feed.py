@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from app.db import etags
 from app.db.json_rows import json_array, model_json
 from app.db.repositories.base import BaseRepository
 from app.db.repositories.cleanings import CLEANING_COLUMNS, cleaning_from_row
 from app.db.repositories.users import user_from_row, user_json, user_with_profile_columns
 from app.models.feed import CleaningFeedItem
-from app.models.user import UserPublic
+from app.models.user import AnyUser, UserPublic
 
 FETCH_CLEANING_JOBS_FEED_QUERY = f"""
     WITH events AS (
@@ -44,7 +45,8 @@ FETCH_CLEANING_JOBS_FEED_QUERY = f"""
            e.event_type,
            e.event_timestamp,
            {", ".join(f"c.{column}" for column in CLEANING_COLUMNS.split(", "))},
-           {user_with_profile_columns(prefix="owner_")}
+           {user_with_profile_columns(prefix="owner_")},
+           c.xmin AS row_version, u.xmin AS owner_row_version, p.xmin AS owner_profile_row_version
     FROM events e
     JOIN cleanings c ON c.id = e.id
     LEFT JOIN users u ON u.id = c.owner
@@ -60,6 +62,28 @@ _FEED_ITEM_JSON = model_json(
 FETCH_CLEANING_JOBS_FEED_JSON_QUERY = f"""
     SELECT {json_array(_FEED_ITEM_JSON, order_by="row_number")} AS page
     FROM ({FETCH_CLEANING_JOBS_FEED_QUERY.strip().removesuffix(";")}) AS page_rows;
+"""
+
+# The same page as the route answers it: its ETag (app/db/etags.py) and, unless the client's copy
+# is current, its JSON. An item's part of the tag: its event (a cleaning's creation or update), the
+# cleaning's row, its owner's and the owner's profile's.
+_FEED_ITEM_KEY = " || ".join(
+    [
+        "convert_to(event_type, 'UTF8')",
+        etags.row_key(id="id", updated_at="updated_at", version="row_version"),
+        etags.row_key(id="owner_id", updated_at="owner_updated_at", version="owner_row_version"),
+        etags.row_key(
+            id="owner_profile_id", updated_at="owner_profile_updated_at", version="owner_profile_row_version"
+        ),
+    ]
+)
+FETCH_TAGGED_CLEANING_JOBS_FEED_QUERY = f"""
+    WITH page_rows AS MATERIALIZED ({FETCH_CLEANING_JOBS_FEED_QUERY.strip().removesuffix(";")}),
+    tagged AS (SELECT {etags.etag_of_rows(_FEED_ITEM_KEY, order_by="row_number")} AS etag FROM page_rows)
+    SELECT etag,
+           CASE WHEN {etags.matched("etag")} THEN NULL
+                ELSE (SELECT {json_array(_FEED_ITEM_JSON, order_by="row_number")} FROM page_rows) END AS body
+    FROM tagged;
 """
 
 
@@ -81,6 +105,34 @@ class FeedRepository(BaseRepository):
         values = {"starting_date": starting_date, "starting_id": starting_id, "page_chunk_size": page_chunk_size}
         page: str = await self.db.fetch_val(query=FETCH_CLEANING_JOBS_FEED_JSON_QUERY, values=values)
         return page
+
+    async def fetch_tagged_cleaning_jobs_feed(
+        self,
+        *,
+        starting_date: datetime,
+        page_chunk_size: int = 20,
+        starting_id: int = 0,
+        reader: AnyUser,
+        default_cursor: bool = False,
+        if_none_match: str = "",
+    ) -> etags.Tagged:
+        """The page `fetch_cleaning_jobs_feed_json` writes, and its ETag for `reader` and this page;
+        the JSON is None when `if_none_match` names the tag. With `default_cursor` (the first page:
+        `starting_date` is a moment just ahead of now), the tag leaves `starting_date` out: that
+        moment moves with the clock, the page it names does not."""
+        cursor = None if default_cursor else starting_date.isoformat()
+        values = {
+            "starting_date": starting_date,
+            "starting_id": starting_id,
+            "page_chunk_size": page_chunk_size,
+            "etag_seed": etags.seed(
+                FETCH_TAGGED_CLEANING_JOBS_FEED_QUERY, reader.id, page_chunk_size, cursor, starting_id
+            ),
+            "if_none_match": if_none_match,
+        }
+        record = await self.db.fetch_one(query=FETCH_TAGGED_CLEANING_JOBS_FEED_QUERY, values=values)
+        assert record is not None  # an aggregate's one row
+        return etags.Tagged(etag=record["etag"], body=record["body"])
 
     def populate_cleaning_feed_item(self, *, row: Mapping[str, Any]) -> CleaningFeedItem:
         """The item a row of the feed's query holds (the route answers with the JSON query instead)."""

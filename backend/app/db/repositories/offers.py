@@ -11,6 +11,7 @@ import asyncpg
 from databases import Database
 from databases.interfaces import Record
 
+from app.db import etags
 from app.db.errors import (
     CleaningAlreadyHasAcceptedOfferError,
     CleaningNotFoundError,
@@ -20,7 +21,7 @@ from app.db.errors import (
     OfferNotPendingError,
 )
 from app.db.json_rows import NULL, json_array, model_json
-from app.db.repositories.base import BaseRepository, as_dict
+from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
 from app.db.repositories.cleanings import CLEANING_HAS_ACCEPTED_OFFER_QUERY, LOCK_CLEANING_QUERY
 from app.db.repositories.users import UsersRepository, user_from_row, user_json, user_with_profile_columns
 from app.models.cleaning import AnyCleaning
@@ -49,7 +50,8 @@ LIST_OFFERS_FOR_CLEANING_QUERY = f"""
 # The same with the users and their profiles: one query, however many offers there are.
 LIST_POPULATED_OFFERS_FOR_CLEANING_QUERY = f"""
     SELECT {", ".join(f"o.{field}" for field in OFFER_FIELDS)},
-           {user_with_profile_columns(prefix="offerer_")}
+           {user_with_profile_columns(prefix="offerer_")},
+           o.xmin AS row_version, u.xmin AS offerer_row_version, p.xmin AS offerer_profile_row_version
     FROM user_offers_for_cleanings o
     JOIN users u ON u.id = o.user_id
     LEFT JOIN profiles p ON p.user_id = u.id
@@ -67,6 +69,32 @@ _OFFER_JSON = model_json(
 LIST_POPULATED_OFFERS_FOR_CLEANING_JSON_QUERY = f"""
     SELECT {json_array(_OFFER_JSON, order_by="created_at, user_id")} AS page
     FROM ({LIST_POPULATED_OFFERS_FOR_CLEANING_QUERY.strip().removesuffix(";")}) AS page_rows;
+"""
+
+# What the list route answers, in one statement: the cleaning's owner (no row: no such cleaning),
+# the page's ETag (app/db/etags.py) and, if the caller is the owner and their copy is not current,
+# the page's JSON. An offer's part of the tag: its row (named by its user: the cleaning is the
+# same), its user's and their profile's.
+_OFFER_KEY = " || ".join(
+    [
+        etags.row_key(id="user_id", updated_at="updated_at", version="row_version"),
+        etags.row_key(id="offerer_id", updated_at="offerer_updated_at", version="offerer_row_version"),
+        etags.row_key(
+            id="offerer_profile_id", updated_at="offerer_profile_updated_at", version="offerer_profile_row_version"
+        ),
+    ]
+)
+LIST_TAGGED_OFFERS_FOR_CLEANING_QUERY = f"""
+    WITH listed AS (
+        SELECT owner FROM cleanings WHERE id = :cleaning_id
+    ), page_rows AS MATERIALIZED ({LIST_POPULATED_OFFERS_FOR_CLEANING_QUERY.strip().removesuffix(";")}),
+    tagged AS (
+        SELECT {etags.etag_of_rows(_OFFER_KEY, order_by="created_at, user_id")} AS etag FROM page_rows
+    )
+    SELECT listed.owner, tagged.etag,
+           CASE WHEN listed.owner IS DISTINCT FROM :reader_id OR {etags.matched("tagged.etag")} THEN NULL
+                ELSE (SELECT {json_array(_OFFER_JSON, order_by="created_at, user_id")} FROM page_rows) END AS body
+    FROM listed CROSS JOIN tagged;
 """
 
 GET_OFFER_FOR_CLEANING_FROM_USER_QUERY = f"""
@@ -125,11 +153,11 @@ MARK_OFFER_COMPLETED_QUERY = f"""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # before every offer
 
 
-def _page_values(cleaning: AnyCleaning, *, limit: int | None, after: tuple[datetime, int] | None) -> dict[str, object]:
+def _page_values(cleaning_id: int, *, limit: int | None, after: tuple[datetime, int] | None) -> dict[str, object]:
     """The values of the queries of a page of a cleaning's offers."""
     after_created_at, after_user_id = after or (EPOCH, 0)
     return {
-        "cleaning_id": cleaning.id,
+        "cleaning_id": cleaning_id,
         "limit": limit,
         "after_created_at": after_created_at,
         "after_user_id": after_user_id,
@@ -188,7 +216,7 @@ class OffersRepository(BaseRepository):
         All of them (the tutorial's call), or a page of `limit` after the offer whose
         (created_at, user_id) is `after` (the last one of the page before).
         """
-        values = _page_values(cleaning, limit=limit, after=after)
+        values = _page_values(cleaning.id, limit=limit, after=after)
         if not populate:
             return [_offer(record) for record in await self.db.fetch_all(LIST_OFFERS_FOR_CLEANING_QUERY, values)]
         offers = []
@@ -203,9 +231,34 @@ class OffersRepository(BaseRepository):
         self, *, cleaning: AnyCleaning, limit: int | None = None, after: tuple[datetime, int] | None = None
     ) -> str:
         """The page `list_offers_for_cleaning` reads (populated), as the JSON of its list of offers."""
-        values = _page_values(cleaning, limit=limit, after=after)
+        values = _page_values(cleaning.id, limit=limit, after=after)
         page: str = await self.db.fetch_val(query=LIST_POPULATED_OFFERS_FOR_CLEANING_JSON_QUERY, values=values)
         return page
+
+    async def list_tagged_offers_for_cleaning(
+        self,
+        *,
+        cleaning_id: int,
+        reader: AnyUser,
+        limit: int | None = None,
+        after: tuple[datetime, int] | None = None,
+        if_none_match: str = "",
+    ) -> tuple[int | None, etags.Tagged] | None:
+        """The cleaning's owner, and the page `list_offers_for_cleaning_json` writes with its ETag,
+        in one statement; the JSON is None unless `reader` owns the cleaning and `if_none_match`
+        does not name the tag. None: no such cleaning."""
+        if not 1 <= cleaning_id <= MAX_ID:
+            return None
+        values = {
+            **_page_values(cleaning_id, limit=limit, after=after),
+            "reader_id": reader.id,
+            "etag_seed": etags.seed(LIST_TAGGED_OFFERS_FOR_CLEANING_QUERY, reader.id, cleaning_id, limit, after),
+            "if_none_match": if_none_match,
+        }
+        record = await self.db.fetch_one(query=LIST_TAGGED_OFFERS_FOR_CLEANING_QUERY, values=values)
+        if record is None:
+            return None
+        return record["owner"], etags.Tagged(etag=record["etag"], body=record["body"])
 
     async def get_offer_for_cleaning_from_user(self, *, cleaning: AnyCleaning, user: AnyUser) -> OfferInDB | None:
         values = {"cleaning_id": cleaning.id, "user_id": user.id}
