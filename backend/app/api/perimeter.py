@@ -26,7 +26,9 @@ class SecurityHeaders:
     Referer sent when a page here links elsewhere. Under the API's prefix, also `no-store` (answers
     are personal, or depend on who asks, and none is worth a shared cache's risk) and a CSP that
     allows nothing at all, since a JSON answer opened in a browser needs nothing. /docs, /redoc and
-    their static assets keep their caching, and Swagger UI's inline script still runs.
+    their static assets keep their caching, and Swagger UI's inline script still runs. An answer
+    that sets its own Cache-Control keeps it (the conditional routes' `private, no-cache`:
+    app/api/conditional.py).
     """
 
     EVERYWHERE: tuple[Header, ...] = (
@@ -44,6 +46,7 @@ class SecurityHeaders:
         self.app = app
         # Precomputed: the middleware appends one of two ready lists to each answer.
         self.api_headers = [*self.EVERYWHERE, *self.API_ONLY]
+        self.api_headers_but_caching = [header for header in self.api_headers if header[0] != b"cache-control"]
         self.other_headers = [*self.EVERYWHERE, self.FRAME_ANCESTORS]
         self.api_prefix = api_prefix.rstrip("/")
 
@@ -60,7 +63,11 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
+                headers = message.get("headers", ())
+                added = extra
+                if extra is self.api_headers and any(name == b"cache-control" for name, _ in headers):
+                    added = self.api_headers_but_caching
+                message["headers"] = [*headers, *added]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
