@@ -37,6 +37,7 @@ OPERATIONS = [
     ("post", "/api/users/login/token/", "users_login_email_and_password"),
     ("get", "/api/users/me/", "users_get_current_user"),
     ("put", "/api/users/me/", "users_update_current_user"),
+    ("delete", "/api/users/me/", "users_delete_current_user"),
     ("put", "/api/users/me/password/", "users_change_password"),
     ("post", "/api/users/{user_id}/deactivate/", "users_deactivate_user"),
     ("post", "/api/users/{user_id}/reactivate/", "users_reactivate_user"),
@@ -49,6 +50,7 @@ OPERATIONS = [
     ("post", "/api/users/verify-email/", "users_verify_email"),
     ("post", "/api/users/password-reset/", "users_request_password_reset"),
     ("post", "/api/users/password-reset/confirm/", "users_reset_password"),
+    ("get", "/api/users/me/export/", "users_export_current_user"),
     ("get", "/api/users/me/mfa/", "users_get_mfa_status"),
     ("post", "/api/users/me/mfa/enrolment/", "users_start_mfa_enrolment"),
     ("post", "/api/users/me/mfa/enrolment/confirm/", "users_confirm_mfa_enrolment"),
@@ -84,6 +86,7 @@ BODIES = {
     "users_login_email_and_password": ("application/x-www-form-urlencoded", "UsersLoginEmailAndPasswordForm"),
     "users_update_current_user": ("application/json", "UserUpdateBody"),
     "users_change_password": ("application/json", "PasswordChangeBody"),
+    "users_delete_current_user": ("application/json", "AccountDeletionBody"),
     "profiles_update_own_profile": ("application/json", "ProfileUpdateBody"),
     "evaluations_create_evaluation_for_cleaner": ("application/json", "EvaluationCreateBody"),
 }

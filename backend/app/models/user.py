@@ -111,6 +111,19 @@ class UserPublic(IDModelMixin, DateTimeModelMixin, UserBase):
 
 _PUBLIC_USER_FIELDS = tuple(UserPublic.model_fields)
 
+
+# A deleted account stays as a tombstone (app/db/repositories/account.py), and wherever a cleaning,
+# offer or evaluation of theirs is still shown, the user is shown as it: under these names, inactive,
+# with no profile. Nobody can register or take them (a username has no dot; `.invalid` addresses
+# are refused), and they free the user's own names for anyone to register again.
+def deleted_username(user_id: int) -> str:
+    return f"deleted-user.{user_id}"
+
+
+def deleted_email(user_id: int) -> str:
+    return f"deleted-{user_id}@phresh.invalid"
+
+
 # A user as the repositories hand them out: populated (the public view, with a profile) or as stored.
 AnyUser = UserInDB | UserPublic
 
