@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
 from app.api.openapi import operation_id
+from app.api.routes.account import router as account_router
 from app.api.routes.cleanings import router as cleanings_router
 from app.api.routes.evaluations import router as evaluations_router
 from app.api.routes.feed import router as feed_router
@@ -21,6 +22,7 @@ RESOURCE_ROUTERS: tuple[tuple[APIRouter, str, str], ...] = (
     (cleanings_router, "/cleanings", "cleanings"),
     (users_router, "/users", "users"),
     (mail_router, "/users", "users"),
+    (account_router, "/users", "users"),
     (mfa_router, "/users", "users"),
     (profiles_router, "/profiles", "profiles"),
     (offers_router, "/cleanings/{cleaning_id}/offers", "offers"),
