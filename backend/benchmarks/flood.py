@@ -7,7 +7,7 @@ idle. When the flood ends, one client logs in, resending at once until it gets i
 
 Figures, each against an anchor taken in the same run:
 - goodput: successful logins (registrations) per second / the bcrypt floor (cores / hash time);
-- the p99 of the answered requests (2xx), against 2 s;
+- the p99 of the answered requests (2xx), against 2.5 s (HASH_MAX_WAIT_SECONDS's 2 s and a hash);
 - /me's p99 under the flood / its idle p99;
 - recovery: seconds from the flood's end to a successful login, against 2 s.
 
@@ -32,12 +32,12 @@ CONNECTIONS = 64
 PROBE_PACE_MS = 20  # /me about fifty times a second
 
 TARGETS = {
-    "login_flood_goodput_vs_floor": (">=", 0.8),
-    "login_flood_ok_p99_s": ("<=", 2.0),
+    "login_flood_goodput_vs_floor": (">=", 0.9),
+    "login_flood_ok_p99_s": ("<=", 2.5),
     "login_flood_me_p99_vs_idle": ("<=", 3.0),
     "login_flood_recovery_s": ("<=", 2.0),
-    "register_flood_goodput_vs_floor": (">=", 0.8),
-    "register_flood_ok_p99_s": ("<=", 2.0),
+    "register_flood_goodput_vs_floor": (">=", 0.9),
+    "register_flood_ok_p99_s": ("<=", 2.5),
     "register_flood_me_p99_vs_idle": ("<=", 3.0),
 }
 

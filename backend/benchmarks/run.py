@@ -14,7 +14,9 @@ caller's cleanings) take turns with two ceilings: the `databases` one above and 
 separate minimal app (benchmarks/asyncpg_ceiling_app.py, its own uvicorn process with the same
 options, on the same database) whose one route runs `SELECT 1` straight through an asyncpg pool.
 `--hot-routes-only` runs that section alone (no registration, login, stall or flood loads, no
-feed section), for quick turns while optimising; `--flood-only` likewise runs the floods alone.
+feed section), for quick turns while optimising; `--flood-only` likewise runs the floods alone, and
+`--admission-only` the admission loads (benchmarks/admission.py: register and login at 8 and 12
+clients, logins after an abandoned burst of registrations).
 
 Then the floods (benchmarks/flood.py): 64 clients logging in, then registering, as fast as they
 are answered, beside a paced /me probe: goodput against the bcrypt floor, the p99 of the answered
@@ -59,6 +61,8 @@ from app.core.config import DATABASE_URL
 from app.db.admin import sibling_database
 from app.services import auth_service
 from benchmarks import common
+from benchmarks.admission import TARGETS as ADMISSION_TARGETS
+from benchmarks.admission import measure_admission, report_admission
 from benchmarks.before_after import chart_me_before_after, measure_me_before_after, report_me_before_after
 from benchmarks.common import (
     HERE,
@@ -66,7 +70,6 @@ from benchmarks.common import (
     Load,
     interleaved,
     log_in,
-    login_request,
     register_request,
     run_posts,
     run_wrk,
@@ -88,8 +91,7 @@ SERVER_ENV = {
 }
 
 TARGETS = {
-    "register_vs_floor": (">=", 0.95),
-    "login_vs_floor": (">=", 0.95),
+    **ADMISSION_TARGETS,
     "me_vs_ceiling_throughput": (">=", 0.6),
     "me_p99_vs_ceiling_p99": ("<=", 3.0),
     "stall_factor": ("<=", 8.0),
@@ -240,12 +242,11 @@ async def measure(duration: float, workers: int, *, sections: tuple[str, ...] = 
         seeded = await seed(base_url)
         loads: dict[str, Load] = {}
         if "posts" in sections:
-            loads["register_c8"] = await run_posts(
-                base_url, connections=8, seconds=duration, make_request=register_request, prefix="reg"
+            admission, admission_loads = await measure_admission(
+                base_url, seconds=duration, floor_per_s=figures["floor_per_s"], hash_s=hash_s
             )
-            loads["login_c8"] = await run_posts(
-                base_url, connections=8, seconds=duration, make_request=login_request, prefix=""
-            )
+            figures.update(admission)
+            loads.update(admission_loads)
         if "hot_routes" in sections:
             token = await log_in(base_url)  # the seeded session ended if the logins above made 100 more
             loads.update(await measure_hot_routes(server, asyncpg_ceiling, seeded, token, duration))
@@ -275,9 +276,6 @@ async def measure(duration: float, workers: int, *, sections: tuple[str, ...] = 
         figures["generator_cpu_share_max"] = max(load.generator_cpu_share for load in loads.values())
     if "hot_routes" in sections:
         figures.update(hot_route_figures(loads))
-    if "posts" in sections:
-        figures["register_vs_floor"] = loads["register_c8"].throughput / figures["floor_per_s"]
-        figures["login_vs_floor"] = loads["login_c8"].throughput / figures["floor_per_s"]
     if "stall" in sections:
         figures["stall_factor"] = loads["me_c1_under_register_c8"].p99_ms / loads["me_c1_alone"].p99_ms
     return figures
@@ -305,11 +303,8 @@ def report(figures: dict[str, Any]) -> list[str]:
         lines += [
             f"bcrypt hash (cost 12), median: {figures['hash_ms']:.0f} ms",
             f"bcrypt floor = cores / hash time: {figures['floor_per_s']:.2f}/s",
-            f"register c=8: {load_line('register_c8')}",
-            f"register / floor: {figures['register_vs_floor']:.2f}{verdict('register_vs_floor')}",
-            f"login c=8: {load_line('login_c8')}",
-            f"login / floor: {figures['login_vs_floor']:.2f}{verdict('login_vs_floor')}",
         ]
+        lines += report_admission(figures, loads)
     if "me_c32" in loads:
         lines += [
             f"ceiling route (SELECT 1 through databases) c=32: {load_line('ceiling_c32')}",
@@ -403,6 +398,12 @@ def main() -> int:
         help="run the hot read routes and both ceilings alone (writes hot-routes.json and hot-routes.png)",
     )
     parser.add_argument(
+        "--admission-only",
+        action="store_true",
+        help="run the admission loads alone: register and login at c=8 and c=12, logins after a burst "
+        "(writes admission.json and admission.png)",
+    )
+    parser.add_argument(
         "--flood-only",
         action="store_true",
         help="run the login and register floods alone (writes flood.json and flood.png)",
@@ -458,9 +459,14 @@ def main() -> int:
         )
         chart_me_before_after(figures["me_before_after"], RESULTS / "me-before-after.png")
         lines += report_me_before_after(figures["me_before_after"])
-    elif args.hot_routes_only or args.flood_only:
-        name = "hot-routes" if args.hot_routes_only else "flood"
-        section = "hot_routes" if args.hot_routes_only else "flood"
+    elif args.hot_routes_only or args.flood_only or args.admission_only:
+        name, section = (
+            ("hot-routes", "hot_routes")
+            if args.hot_routes_only
+            else ("flood", "flood")
+            if args.flood_only
+            else ("admission", "posts")
+        )
         figures = asyncio.run(measure(args.duration, args.workers, sections=(section,)))
         chart(figures, RESULTS / f"{name}.png")
         (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
