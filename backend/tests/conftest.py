@@ -57,6 +57,7 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient, Auth, Request, Response
 
 from app.core.config import BACKEND_DIR, DATABASE_URL, JWT_TOKEN_PREFIX
+from app.db import lone_queries
 from app.db.admin import migrate, recreate_database
 from app.db.repositories.cleanings import CleaningsRepository
 from app.db.repositories.evaluations import EvaluationsRepository
@@ -256,6 +257,15 @@ def count_queries(db: Database, mark_requests: None, monkeypatch: pytest.MonkeyP
             return __original(*args, **kwargs)
 
         monkeypatch.setattr(db, method, counting)
+    # The statement every authenticated request makes goes to asyncpg's connection itself.
+    fetch_row = lone_queries.fetch_row
+
+    def counting_fetch_row(database: Database, sql: str, values: dict[str, Any]) -> object:
+        if in_a_request():
+            sent.append(sql)
+        return fetch_row(database, sql, values)
+
+    monkeypatch.setattr(lone_queries, "fetch_row", counting_fetch_row)
     return sent
 
 

@@ -2,13 +2,16 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from databases import DatabaseURL
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
+from opentelemetry import _logs, metrics, trace
 
 from app.api.errors import (
     client_gone_handler,
@@ -55,6 +58,28 @@ async def purge_rate_limit_hits(app: FastAPI) -> None:
         await asyncio.sleep(PURGE_EVERY_SECONDS)
 
 
+# What OpenTelemetry's API hands out until a provider is set (in code, or by OTEL_PYTHON_*_PROVIDER).
+UNSET_TELEMETRY_PROVIDERS = frozenset({"ProxyTracerProvider", "_ProxyMeterProvider", "ProxyLoggerProvider"})
+
+
+def native_telemetry() -> TelemetryConfig | None:
+    """FastAPI's own OpenTelemetry: as FastAPI has it (None) where it has somewhere to report to,
+    else off.
+
+    FastAPI asks OpenTelemetry on every request whether a tracer, meter or logger provider has been
+    set, and each answer looks in the process environment: about 5 µs of every request
+    (docs/performance.md), for a service that reports through /metrics. Asked once here instead,
+    as the app is built: a provider set by then (opentelemetry-instrument sets its own before it
+    imports the app) or FastAPI's automatic configuration (FASTAPI_OTEL_AUTO_CONFIGURE) keeps it on.
+    """
+    if os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true":
+        return None
+    providers = (trace.get_tracer_provider(), metrics.get_meter_provider(), _logs.get_logger_provider())
+    if any(type(provider).__name__ not in UNSET_TELEMETRY_PROVIDERS for provider in providers):
+        return None
+    return {"tracing": False, "metrics": False, "logs": False}
+
+
 def get_application(*, database_url: DatabaseURL | None = None) -> FastAPI:
     """Build the app; `database_url` defaults to the configured one (tests pass their own)."""
     url = database_url or config.DATABASE_URL
@@ -95,6 +120,7 @@ def get_application(*, database_url: DatabaseURL | None = None) -> FastAPI:
         swagger_ui_parameters={"tryItOutEnabled": True},
         # Names in generated clients: each operation's id is its route's name (app/api/openapi.py).
         generate_unique_id_function=operation_id,
+        telemetry=native_telemetry(),
     )
     use_named_body_schemas(app)
     app.add_middleware(OneConnectionPerRead)  # innermost: it gives the connection back as the answer starts

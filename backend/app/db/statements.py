@@ -71,6 +71,30 @@ def _compile_once(statement: _Statement, compile_clause: Callable[[ClauseElement
     return compiled
 
 
+def _compiled_with_arguments(dialect: Any, statement: _Statement) -> tuple[_Compiled, list[Any]]:
+    compiled = _compile_once(
+        statement,
+        lambda clause: clause.compile(dialect=dialect, compile_kwargs={"render_postcompile": True}),
+    )
+    args = [
+        value if processor is None else processor(value)
+        for processor, value in zip(
+            compiled.processors, (statement.values[name] for name in compiled.names), strict=True
+        )
+    ]
+    if postgres.logger.isEnabledFor(logging.DEBUG):  # databases' query log, as it writes it
+        postgres.logger.debug("Query: %s Args: %s", compiled.message, repr(tuple(args)), extra=LOG_EXTRA)
+    return compiled, args
+
+
+def positional(dialect: Any, sql: str, values: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """`sql` with asyncpg's `$1, $2, ...` and the arguments for them, exactly as `databases` would
+    send them (compiled once per process, written to its query log): for a statement that a hot
+    path sends to the asyncpg connection itself (app/db/lone_queries.py: `fetch_row`)."""
+    compiled, args = _compiled_with_arguments(dialect, _Statement(sql, values))
+    return compiled.sql, args
+
+
 def install() -> None:
     """Route `databases`' string statements through the cache (once per process)."""
     global _installed
@@ -87,18 +111,7 @@ def install() -> None:
     def _compile(self: postgres.PostgresConnection, query: Any) -> tuple[str, list[Any], Any]:
         if not isinstance(query, _Statement):
             return compile_query(self, query)
-        compiled = _compile_once(
-            query,
-            lambda clause: clause.compile(dialect=self._dialect, compile_kwargs={"render_postcompile": True}),
-        )
-        args = [
-            value if processor is None else processor(value)
-            for processor, value in zip(
-                compiled.processors, (query.values[name] for name in compiled.names), strict=True
-            )
-        ]
-        if postgres.logger.isEnabledFor(logging.DEBUG):  # databases' query log, as it writes it
-            postgres.logger.debug("Query: %s Args: %s", compiled.message, repr(tuple(args)), extra=LOG_EXTRA)
+        compiled, args = _compiled_with_arguments(self._dialect, query)
         return compiled.sql, args, compiled.result_columns
 
     Connection._build_query = staticmethod(_build_query)  # type: ignore[method-assign]

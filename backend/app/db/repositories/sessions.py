@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from app.core import config, metrics
+from app.db import lone_queries
 from app.db.errors import AccountNotActiveError
 from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
 from app.db.repositories.users import UsersRepository, user_from_row, user_with_profile_columns
@@ -198,10 +199,12 @@ class SessionsRepository(BaseRepository):
         and alive; a live session is marked as used."""
         if not 1 <= user_id <= MAX_ID:
             return None, False
-        record = await self.db.fetch_one(GET_SESSION_USER_QUERY, {"user_id": user_id, "session_id": session_id})
-        if record is None:
+        # asyncpg's record itself, read in place: this runs on every authenticated request.
+        row = await lone_queries.fetch_row(
+            self.db, GET_SESSION_USER_QUERY, {"user_id": user_id, "session_id": session_id}
+        )
+        if row is None:
             return None, False
-        row = record._mapping  # read in place: this runs on every authenticated request
         stale = row["session_stale"]
         if stale:
             await self.db.execute(TOUCH_SESSION_QUERY, {"session_id": session_id})
