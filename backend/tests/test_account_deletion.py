@@ -4,6 +4,7 @@ with a login, an accept, a new offer and another deletion."""
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
@@ -27,6 +28,7 @@ from app.models.cleaning import CleaningCreate, CleaningInDB
 from app.models.evaluation import EvaluationCreate
 from app.models.offer import OfferCreate
 from app.models.user import UserInDB, deleted_email, deleted_username
+from app.services import mfa
 from scripts.live_server import live_server
 from tests.conftest import (
     TEST_DATABASE_URL,
@@ -44,6 +46,8 @@ Clients = Callable[[AnyUser], AsyncClient]
 PASSWORD = "a-long-enough-password"
 WRONG_PASSWORD = {"detail": "The password is incorrect."}
 NOT_ACTIVE = {"detail": "Not an active user."}
+CODE_REQUIRED = {"detail": "Your second factor is on: send a code from your authenticator app, or a recovery code."}
+WRONG_CODE = {"detail": "The code is incorrect."}
 
 
 async def delete_account(app: FastAPI, client: AsyncClient, password: str = PASSWORD, **more: Any) -> Response:
@@ -171,6 +175,61 @@ class TestConfirmingTheDeletion:
     ) -> None:
         res = await client_for(leaver).request("DELETE", app.url_path_for("users:delete-current-user"), json=body)
         assert res.status_code == status.HTTP_422_UNPROCESSABLE_CONTENT
+        assert await db.fetch_val("SELECT deleted_at FROM users WHERE id = :id", {"id": leaver.id}) is None
+
+
+async def second_factor_for(db: Database, user: AnyUser) -> tuple[bytes, list[str]]:
+    """The user's second factor, turned on with a real code: its secret and recovery codes."""
+    enrolment = await mfa.start_enrolment(db, user_id=user.id)
+    assert enrolment is not None
+    outcome, recovery_codes, _ = await mfa.confirm_enrolment(
+        db, user_id=user.id, code=mfa.totp(enrolment.secret, time.time())
+    )
+    assert outcome is mfa.EnrolmentOutcome.enabled
+    return enrolment.secret, recovery_codes
+
+
+class TestWithTheSecondFactorOn:
+    async def test_a_code_is_required_too(
+        self, app: FastAPI, client_for: Clients, db: Database, leaver: UserInDB
+    ) -> None:
+        secret, _ = await second_factor_for(db, leaver)
+        client = client_for(leaver)
+        res = await delete_account(app, client)
+        assert (res.status_code, res.json()) == (status.HTTP_400_BAD_REQUEST, CODE_REQUIRED)
+        # the password is checked first, whatever the code
+        next_code = mfa.totp(secret, time.time() + mfa.TOTP_PERIOD_SECONDS)
+        res = await delete_account(app, client, password="not-my-password", code=next_code)
+        assert (res.status_code, res.json()) == (status.HTTP_400_BAD_REQUEST, WRONG_PASSWORD)
+        wrong = "000000" if next_code != "000000" else "111111"
+        res = await delete_account(app, client, code=wrong)
+        assert (res.status_code, res.json()) == (status.HTTP_400_BAD_REQUEST, WRONG_CODE)
+        assert await db.fetch_val("SELECT deleted_at FROM users WHERE id = :id", {"id": leaver.id}) is None
+
+        res = await delete_account(app, client, code=next_code)
+        assert res.status_code == status.HTTP_200_OK
+        for table in ("second_factors", "recovery_codes", "mfa_challenges"):
+            assert await db.fetch_val(f"SELECT count(*) FROM {table} WHERE user_id = :id", {"id": leaver.id}) == 0  # noqa: S608
+
+    async def test_a_recovery_code_does_too(
+        self, app: FastAPI, client_for: Clients, db: Database, leaver: UserInDB
+    ) -> None:
+        _, recovery_codes = await second_factor_for(db, leaver)
+        res = await delete_account(app, client_for(leaver), code=recovery_codes[3])
+        assert res.status_code == status.HTTP_200_OK
+
+    async def test_wrong_codes_are_limited_as_failed_logins_are(
+        self, app: FastAPI, client_for: Clients, db: Database, leaver: UserInDB
+    ) -> None:
+        secret, _ = await second_factor_for(db, leaver)
+        client = client_for(leaver)
+        right = mfa.totp(secret, time.time() + mfa.TOTP_PERIOD_SECONDS)
+        wrong = "000000" if right != "000000" else "111111"
+        for _ in range(config.MFA_MAX_FAILURES_PER_ACCOUNT):
+            assert (await delete_account(app, client, code=wrong)).json() == WRONG_CODE
+        res = await delete_account(app, client, code=right)
+        assert res.status_code == status.HTTP_429_TOO_MANY_REQUESTS
+        assert int(res.headers["Retry-After"]) > 0
         assert await db.fetch_val("SELECT deleted_at FROM users WHERE id = :id", {"id": leaver.id}) is None
 
 

@@ -30,8 +30,9 @@ class SecurityEventKind(StrEnum):
     offer_cancelled = "offer_cancelled"
     offer_rescinded = "offer_rescinded"
     evaluation_created = "evaluation_created"
-    # leaving: the detail counts what the deletion did (no name, no address)
+    # leaving: the detail counts what the deletion did (no name, no address); taking one's data
     account_deleted = "account_deleted"
+    account_exported = "account_exported"
     # the second factor: its enrolment, its codes at login, turning it off, a superuser's reset
     mfa_enrolment_started = "mfa_enrolment_started"
     mfa_enabled = "mfa_enabled"

@@ -14,8 +14,10 @@ from app.api.errors import error_responses
 from app.api.routes.mail import wake_mail_sender
 from app.core import metrics
 from app.db.repositories.account import AccountGoneError, AccountRepository
+from app.db.repositories.security_events import SecurityEventsRepository
 from app.models.account import AccountDeleted, AccountDeletion
 from app.models.export import AccountExport
+from app.models.security_event import SecurityEventKind as Event
 from app.services import auth_service, hashing_pool
 from app.services.mfa import SecondFactorThrottled, check_second_factor, second_factor_on
 from app.services.notices import NoticeKind, queue_notice
@@ -23,6 +25,7 @@ from app.services.notices import NoticeKind, queue_notice
 router = APIRouter()
 
 AccountRepo = Annotated[AccountRepository, Depends(get_repository(AccountRepository))]
+Events = Annotated[SecurityEventsRepository, Depends(get_repository(SecurityEventsRepository))]
 
 WRONG_PASSWORD = "The password is incorrect."
 CODE_REQUIRED = "Your second factor is on: send a code from your authenticator app, or a recovery code."
@@ -99,7 +102,9 @@ async def delete_current_user(
     summary="Export my data",
     responses=error_responses(401, 503),
 )
-async def export_current_user(current_user: CurrentUser, account: AccountRepo) -> Response:
+async def export_current_user(
+    current_user: CurrentUser, account: AccountRepo, events: Events, client_address: ClientAddress
+) -> Response:
     """Everything Phresh holds about me, as one JSON document (read in one snapshot): my account,
     profile, cleanings, the offers I made and those made on my cleanings, the evaluations I gave and
     received, my sessions, the audit trail's events about me, the mail sent to me, and whether my
@@ -107,6 +112,8 @@ async def export_current_user(current_user: CurrentUser, account: AccountRepo) -
     export = await account.export_account(user_id=current_user.id)
     if export is None:  # deleted since the request was authenticated
         raise unauthorized(NOT_ACTIVE)
+    # Recorded after the snapshot it was read from: the export does not list itself.
+    await events.record(kind=Event.account_exported, user_id=current_user.id, client_address=client_address)
     return Response(
         content=export.model_dump_json(),
         media_type="application/json",

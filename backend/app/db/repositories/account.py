@@ -232,11 +232,16 @@ EXPORT_SECURITY_EVENTS_QUERY = """
     FROM security_events WHERE user_id = :user_id ORDER BY id;
 """
 
-# The mail sent (or to be sent) for the account: never the token a message carried (only its hash
-# is stored, in account_tokens, which is not read here).
+# The mail sent (or to be sent) for the account, and the password resets asked for its address
+# (which name no account until sent): never the token a message carried (only its hash is stored,
+# in account_tokens, which is not read here).
 EXPORT_MAIL_QUERY = """
     SELECT kind, recipient, created_at, outcome, finished_at, details
-    FROM outbox_messages WHERE user_id = :user_id ORDER BY id;
+    FROM outbox_messages
+    WHERE user_id = :user_id
+       OR (user_id IS NULL AND kind = 'password_reset'
+           AND lower(recipient) = (SELECT lower(email) FROM users WHERE id = :user_id))
+    ORDER BY id;
 """
 
 # Whether the second factor is on: never its secret, nor the recovery codes' hashes.
