@@ -5,12 +5,13 @@ import json
 import os
 import subprocess
 import sys
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from databases import Database
 from fastapi import FastAPI
 
+from app.api.request_id import request_id_from
 from app.api.server import native_telemetry
 from app.core.config import BACKEND_DIR
 from app.db import lone_queries
@@ -109,3 +110,11 @@ class TestFastAPIsOwnTelemetry:
 
     def test_the_suites_app_has_it_off(self, app: FastAPI) -> None:
         assert native_telemetry() == {"tracing": False, "metrics": False, "logs": False}
+
+
+class TestRequestIds:
+    def test_a_new_request_id_is_a_random_uuid4_in_32_hex_digits(self) -> None:
+        ids = {request_id_from([]) for _ in range(1000)}
+        assert len(ids) == 1000
+        for request_id in ids:
+            assert UUID(hex=request_id).version == 4 and UUID(hex=request_id).hex == request_id

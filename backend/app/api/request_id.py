@@ -8,9 +8,9 @@ ServerErrorMiddleware, which would re-raise it for uvicorn to log a second time.
 
 import json
 import logging
+import os
 import re
 import time
-from uuid import uuid4
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,7 +34,12 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
             if SANE_REQUEST_ID.fullmatch(sent):
                 return sent
             break
-    return uuid4().hex
+    # uuid4().hex without building a UUID object (which cost 2 µs of every request): 16 random
+    # bytes with the version (4) and variant bits set as RFC 4122 sets them.
+    random = bytearray(os.urandom(16))
+    random[6] = random[6] & 0x0F | 0x40
+    random[8] = random[8] & 0x3F | 0x80
+    return random.hex()
 
 
 def route_template(scope: Scope) -> str | None:
