@@ -69,21 +69,22 @@ def notice_text(message: OutboxMessage) -> str:
     username = details.get("username", "")
     happened = _when_and_where(message)
     not_you = (
-        "If this was not you, someone else may have your password: ask for a password reset in the Phresh app"
-        f" ({config.PUBLIC_APP_URL}) at once, and get help at {config.SUPPORT_CONTACT}."
+        "If this was not you, someone else may have had access to your account: ask for a password reset"
+        f" in the Phresh app ({config.PUBLIC_APP_URL}) at once, and get help at {config.SUPPORT_CONTACT}."
     )
     kind = message.kind
     if kind is MailKind.password_changed:
-        how = " with a reset link" if details.get("how") == "reset" else ""
+        by_reset = details.get("how") == "reset"
+        how, ended = (" with a reset link", "Every session") if by_reset else ("", "Every other session")
         body = (
-            f"The password of your Phresh account {username} was changed{how} {happened}. Every other session"
+            f"The password of your Phresh account {username} was changed{how} {happened}. {ended}"
             f" of the account has ended.\n\nIf you did this, there is nothing more to do. {not_you}"
         )
     elif kind is MailKind.email_changed:
         body = (
             f"The email address of your Phresh account {username} was changed from {message.recipient} to"
             f" {details.get('new_email', 'a new address')} {happened}. Mail about the account now goes to the new"
-            f" address; this is the last message to this one.\n\nIf you did this, there is nothing more to do."
+            f" address.\n\nIf you did this, there is nothing more to do."
             f" If not, get help at {config.SUPPORT_CONTACT} at once: say which address the account had."
         )
     elif kind is MailKind.mfa_enabled:
