@@ -8,6 +8,8 @@ LOCKED = {
     ("get", "/api/users/me/"),
     ("put", "/api/users/me/"),
     ("put", "/api/users/me/password/"),
+    ("delete", "/api/users/me/"),
+    ("get", "/api/users/me/export/"),
     ("get", "/api/users/"),
     ("post", "/api/users/{user_id}/deactivate/"),
     ("post", "/api/users/{user_id}/reactivate/"),
@@ -36,6 +38,12 @@ LOCKED = {
     ("delete", "/api/users/me/sessions/{session_id}/"),
     ("post", "/api/users/{user_id}/end-sessions/"),
     ("post", "/api/users/me/verification/"),
+    ("get", "/api/users/me/mfa/"),
+    ("post", "/api/users/me/mfa/enrolment/"),
+    ("post", "/api/users/me/mfa/enrolment/confirm/"),
+    ("post", "/api/users/me/mfa/recovery-codes/"),
+    ("post", "/api/users/me/mfa/disable/"),
+    ("post", "/api/users/{user_id}/mfa/reset/"),
 }
 
 

@@ -284,7 +284,7 @@ async def reset_user_mfa(
     "/login/mfa/",
     response_model=AccessToken,
     name="users:login-mfa",
-    summary="Log in: the second step",
+    summary="Log in with a code",
     responses=error_responses(401, 413, 429, 503, e401=INVALID_MFA_TOKEN),
 )
 async def login_with_second_factor(
