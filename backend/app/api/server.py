@@ -31,6 +31,7 @@ from app.core.logging import configure_logging
 from app.db import tasks
 from app.db.embedded import release_embedded_database
 from app.db.errors import DATABASE_UNAVAILABLE_ERRORS
+from app.db.repositories.mfa import MfaRepository
 from app.db.repositories.rate_limits import RateLimitsRepository
 from app.services.hashing import ClientGoneError, HashingBusyError
 from app.services.mail import MailSender
@@ -53,6 +54,7 @@ async def purge_rate_limit_hits(app: FastAPI) -> None:
     while True:
         try:
             await RateLimitsRepository(app.state._db).purge(older_than_seconds=older_than)
+            await MfaRepository(app.state._db).purge_challenges()  # logins' second steps, a day expired
         except Exception as exc:  # housekeeping: never let it take the server down
             logger.warning("could not purge old rate-limit counts: %s", exc)
         await asyncio.sleep(PURGE_EVERY_SECONDS)
