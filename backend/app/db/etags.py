@@ -23,6 +23,7 @@ or a comma-separated list of tags; the statement writes NULL instead of the JSON
 
 import hashlib
 from dataclasses import dataclass
+from functools import cache
 
 # The statements' two parameters: the seed, and the client's If-None-Match (app/api/conditional.py).
 SEED, IF_NONE_MATCH = ":etag_seed", ":if_none_match"
@@ -38,8 +39,13 @@ class Tagged:
 
 def seed(statement: str, *parts: object) -> str:
     """The seed of a tag: the statement's digest, then the caller and the page's parameters."""
-    digest = hashlib.md5(statement.encode(), usedforsecurity=False).hexdigest()[:16]
-    return "|".join([digest, *(repr(part) for part in parts)])
+    return "|".join([_digest(statement), *(repr(part) for part in parts)])
+
+
+@cache
+def _digest(statement: str) -> str:
+    # Once per statement and process: hashing the feed's 6 kB statement took 20 µs a request.
+    return hashlib.md5(statement.encode(), usedforsecurity=False).hexdigest()[:16]
 
 
 def row_key(*, id: str, updated_at: str, version: str) -> str:
