@@ -16,7 +16,7 @@ from databases import Database
 from fastapi import FastAPI, status
 from httpx import AsyncClient, Response
 
-from app.core import config
+from app.core import config, metrics
 from app.db.admin import libpq_url
 from app.db.errors import AccountNotActiveError
 from app.db.repositories.account import AccountRepository
@@ -97,6 +97,11 @@ async def statuses(db: Database, cleaning_id: int) -> dict[int, str]:
 
 async def cleaning_exists(db: Database, cleaning_id: int) -> bool:
     return bool(await db.fetch_val("SELECT count(*) FROM cleanings WHERE id = :id", {"id": cleaning_id}))
+
+
+def sessions_ended_for_deletions() -> float:
+    """phresh_sessions_ended_total{reason="account_deleted"} in this process (the tests' app)."""
+    return metrics.REGISTRY.get_sample_value("phresh_sessions_ended_total", {"reason": "account_deleted"}) or 0.0
 
 
 def evaluation(rating: int) -> EvaluationCreate:
@@ -241,7 +246,10 @@ class TestSessionsAndTokensEndAtOnce:
         other_tab = client_for(leaver)
         me = app.url_path_for("users:get-current-user")
         assert (await other_tab.get(me)).status_code == status.HTTP_200_OK
-        assert (await delete_account(app, client_for(leaver))).status_code == status.HTTP_200_OK
+        counted = sessions_ended_for_deletions()
+        res = await delete_account(app, client_for(leaver))
+        assert (res.status_code, res.json()["sessions_ended"]) == (status.HTTP_200_OK, 4)
+        assert sessions_ended_for_deletions() == counted + 4  # the two logins, the other tab, this one
 
         assert (await other_tab.get(me)).status_code == status.HTTP_401_UNAUTHORIZED
         for tokens in logins:

@@ -26,6 +26,7 @@ class SessionEndReason(StrEnum):
     session_limit = "session_limit"
     password_reset = "password_reset"
     mfa_disabled = "mfa_disabled"  # the caller's other sessions, when they turn the second factor off
+    account_deleted = "account_deleted"  # every session of an account deleted (its rows deleted with it)
 
 
 class SessionInDB(CoreModel):

@@ -18,6 +18,7 @@ from app.db.repositories.security_events import SecurityEventsRepository
 from app.models.account import AccountDeleted, AccountDeletion
 from app.models.export import AccountExport
 from app.models.security_event import SecurityEventKind as Event
+from app.models.session import SessionEndReason
 from app.services import auth_service, hashing_pool
 from app.services.mfa import SecondFactorThrottled, check_second_factor, second_factor_on
 from app.services.notices import NoticeKind, queue_notice
@@ -30,9 +31,6 @@ Events = Annotated[SecurityEventsRepository, Depends(get_repository(SecurityEven
 WRONG_PASSWORD = "The password is incorrect."
 CODE_REQUIRED = "Your second factor is on: send a code from your authenticator app, or a recovery code."
 WRONG_CODE = "The code is incorrect."
-
-# What the metrics count the deleted account's live sessions under (phresh_sessions_ended_total).
-SESSIONS_ENDED_REASON = "account_deleted"
 
 
 def bad_request(detail: str) -> HTTPException:
@@ -90,7 +88,7 @@ async def delete_current_user(
             await queue_notice(db, former, NoticeKind.account_deleted, client_address=client_address)
     except AccountGoneError as exc:  # deleted by a request that came first
         raise unauthorized(NOT_ACTIVE) from exc
-    metrics.count_sessions_ended(SESSIONS_ENDED_REASON, deleted.sessions_ended)
+    metrics.count_sessions_ended(SessionEndReason.account_deleted.value, deleted.sessions_ended)
     wake_mail_sender(request)
     return deleted
 
