@@ -269,7 +269,10 @@ def create_fuzzer(base_url: str, database_url: str, env: dict[str, str]) -> Fuzz
 
 def seed_marketplace(fuzzer: Fuzzer) -> None:
     """Cleaning 1 is the fuzzer's and cleaning 2 fuzz_cleaner's, each with an offer from the other
-    (schemathesis.toml names them), so the offer and evaluation routes have something to act on."""
+    (schemathesis.toml names them), so the offer and evaluation routes have something to act on.
+    Cleaning 3 belonged to a user who has deleted their account since: the fuzzer's offer on it was
+    accepted, so it stays, owned by a deleted user, and cleaning 1 holds that user's cancelled offer:
+    every answer that embeds an owner or an offerer meets a deleted one."""
     mine = fuzzer.log_in().headers
     new_user = {"email": "cleaner@example.com", "username": "fuzz_cleaner", "password": secrets.token_urlsafe(16)}
     res = fuzzer.post("/api/users/", json={"new_user": new_user})
@@ -278,6 +281,17 @@ def seed_marketplace(fuzzer: Fuzzer) -> None:
         fuzzer.post("/api/cleanings/", json={"new_cleaning": {"name": name, "price": 10}}, headers=headers)
     fuzzer.post("/api/cleanings/1/offers/", headers=cleaner)
     fuzzer.post("/api/cleanings/2/offers/", headers=mine)
+    leaver_password = secrets.token_urlsafe(16)
+    new_user = {"email": "leaver@example.com", "username": "fuzz_leaver", "password": leaver_password}
+    res = fuzzer.post("/api/users/", json={"new_user": new_user})
+    leaver = {"Authorization": f"Bearer {res.json()['access_token']['access_token']}"}
+    fuzzer.post("/api/cleanings/", json={"new_cleaning": {"name": "left behind", "price": 10}}, headers=leaver)
+    fuzzer.post("/api/cleanings/3/offers/", headers=mine)
+    httpx.put(f"{fuzzer.base_url}/api/cleanings/3/offers/{FUZZER_USERNAME}/", headers=leaver).raise_for_status()
+    fuzzer.post("/api/cleanings/1/offers/", headers=leaver)
+    httpx.put(f"{fuzzer.base_url}/api/cleanings/1/offers/fuzz_leaver/", headers=mine).raise_for_status()
+    deletion = {"account_deletion": {"password": leaver_password}}
+    httpx.request("DELETE", f"{fuzzer.base_url}/api/users/me/", json=deletion, headers=leaver).raise_for_status()
 
 
 def parse_one_at_a_time() -> None:
