@@ -285,7 +285,7 @@ async def reset_user_mfa(
     response_model=AccessToken,
     name="users:login-mfa",
     summary="Log in with a code",
-    responses=error_responses(401, 413, 429, 503, e401=INVALID_MFA_TOKEN),
+    responses=error_responses(400, 401, 413, 429, 503, e401=INVALID_MFA_TOKEN),
 )
 async def login_with_second_factor(
     body: MfaLogin,
