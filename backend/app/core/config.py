@@ -169,6 +169,19 @@ if SHUTDOWN_GRACE_SECONDS < 0 or MAIL_STOP_SECONDS < 0:
 
 MAX_REQUEST_BODY_BYTES = config("MAX_REQUEST_BODY_BYTES", cast=int, default=1024 * 1024)
 
+# Searching for jobs (GET /api/cleanings/search/, docs/api.md). SEARCH_LANGUAGE is the text search
+# configuration (a name in PostgreSQL's pg_ts_config: english, french, simple, ...) that stems the
+# cleanings' names and descriptions; it is read when the migration 3f7a9c2e5b14 runs, which stores
+# it in the database's `cleaning_search_config()`, and queries are parsed with the same. Changing it
+# later takes the steps in docs/configuration.md. SEARCH_RELEVANCE_WINDOW: a search sorted by
+# relevance ranks the newest this many matching jobs (so that its cost does not grow with the table).
+SEARCH_LANGUAGE = config("SEARCH_LANGUAGE", cast=str, default="english")
+if not SEARCH_LANGUAGE.isidentifier() or not SEARCH_LANGUAGE.isascii():
+    _exit(f"SEARCH_LANGUAGE must be the name of a text search configuration, such as english, not {SEARCH_LANGUAGE!r}")
+SEARCH_RELEVANCE_WINDOW = config("SEARCH_RELEVANCE_WINDOW", cast=int, default=1000)
+if not 1 <= SEARCH_RELEVANCE_WINDOW <= 100_000:
+    _exit("SEARCH_RELEVANCE_WINDOW must be between 1 and 100000")
+
 # The network's side (app/api/perimeter.py, docs/proxy.md).
 # Host names the server answers to (the Host header, port aside); any other gets 400, so that no
 # answer (a trailing-slash redirect) points at a host an attacker chose. `*` allows any: only
