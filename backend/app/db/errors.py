@@ -62,3 +62,15 @@ class CleaningAlreadyHasAcceptedOfferError(Exception):
 class AccountNotActiveError(Exception):
     """The account was deactivated or deleted while the request was on its way (after its password
     was checked): it gets no session."""
+
+
+class SearchQueryWithoutWordsError(Exception):
+    """A search's text has no word to look for: only stop words ("the"), punctuation or blanks."""
+
+
+class SearchQueryOnlyExcludesError(Exception):
+    """A search's text only excludes words ("-oven"): it would match nearly every cleaning."""
+
+
+class SearchWindowMovedError(Exception):
+    """A relevance cursor's window of matches has grown past twice its size since its first page."""
