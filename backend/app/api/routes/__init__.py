@@ -6,6 +6,7 @@ from fastapi.routing import APIRoute
 
 from app.api.openapi import operation_id
 from app.api.routes.account import router as account_router
+from app.api.routes.cleaners import router as cleaners_router
 from app.api.routes.cleanings import router as cleanings_router
 from app.api.routes.evaluations import router as evaluations_router
 from app.api.routes.feed import router as feed_router
@@ -25,6 +26,7 @@ RESOURCE_ROUTERS: tuple[tuple[APIRouter, str, str], ...] = (
     (account_router, "/users", "users"),
     (mfa_router, "/users", "users"),
     (profiles_router, "/profiles", "profiles"),
+    (cleaners_router, "/profiles", "profiles"),
     (offers_router, "/cleanings/{cleaning_id}/offers", "offers"),
     (evaluations_router, "/users/{username}/evaluations", "evaluations"),
     (feed_router, "/feed", "feed"),
