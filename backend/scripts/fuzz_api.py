@@ -272,7 +272,9 @@ def seed_marketplace(fuzzer: Fuzzer) -> None:
     (schemathesis.toml names them), so the offer and evaluation routes have something to act on.
     Cleaning 3 belonged to a user who has deleted their account since: the fuzzer's offer on it was
     accepted, so it stays, owned by a deleted user, and cleaning 1 holds that user's cancelled offer:
-    every answer that embeds an owner or an offerer meets a deleted one."""
+    every answer that embeds an owner or an offerer meets a deleted one. Cleanings 4 and 5 are done
+    and evaluated (the fuzzer's job for fuzz_cleaner, and fuzz_cleaner's for the fuzzer), so that
+    GET /api/profiles/ lists two cleaners and has a next page at a limit of 1."""
     mine = fuzzer.log_in().headers
     new_user = {"email": "cleaner@example.com", "username": "fuzz_cleaner", "password": secrets.token_urlsafe(16)}
     res = fuzzer.post("/api/users/", json={"new_user": new_user})
@@ -292,6 +294,15 @@ def seed_marketplace(fuzzer: Fuzzer) -> None:
     httpx.put(f"{fuzzer.base_url}/api/cleanings/1/offers/fuzz_leaver/", headers=mine).raise_for_status()
     deletion = {"account_deletion": {"password": leaver_password}}
     httpx.request("DELETE", f"{fuzzer.base_url}/api/users/me/", json=deletion, headers=leaver).raise_for_status()
+    for cleaning_id, (owner, cleaner_name, worker) in enumerate(
+        [(cleaner, FUZZER_USERNAME, mine), (mine, "fuzz_cleaner", cleaner)], start=4
+    ):
+        fuzzer.post("/api/cleanings/", json={"new_cleaning": {"name": "done", "price": 10}}, headers=owner)
+        fuzzer.post(f"/api/cleanings/{cleaning_id}/offers/", headers=worker)
+        offer = f"{fuzzer.base_url}/api/cleanings/{cleaning_id}/offers/{cleaner_name}/"
+        httpx.put(offer, headers=owner).raise_for_status()
+        evaluation = {"evaluation_create": {"overall_rating": cleaning_id, "professionalism": 5}}
+        fuzzer.post(f"/api/users/{cleaner_name}/evaluations/{cleaning_id}/", json=evaluation, headers=owner)
 
 
 def parse_one_at_a_time() -> None:

@@ -61,6 +61,7 @@ OPERATIONS = [
     ("get", "/api/profiles/me/", "profiles_get_own_profile"),
     ("put", "/api/profiles/me/", "profiles_update_own_profile"),
     ("get", "/api/profiles/{username}/", "profiles_get_profile_by_username"),
+    ("get", "/api/profiles/", "profiles_list_cleaners"),
     ("post", "/api/cleanings/{cleaning_id}/offers/", "offers_create_offer"),
     ("get", "/api/cleanings/{cleaning_id}/offers/", "offers_list_offers_for_cleaning"),
     ("put", "/api/cleanings/{cleaning_id}/offers/", "offers_cancel_offer_from_user"),
