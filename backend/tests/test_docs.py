@@ -22,6 +22,7 @@ LOCKED = {
     ("get", "/api/profiles/{username}/"),
     ("get", "/api/profiles/me/"),
     ("put", "/api/profiles/me/"),
+    ("get", "/api/profiles/"),
     ("post", "/api/cleanings/{cleaning_id}/offers/"),
     ("get", "/api/cleanings/{cleaning_id}/offers/"),
     ("put", "/api/cleanings/{cleaning_id}/offers/"),
