@@ -73,7 +73,9 @@ class EvaluationsRepository(BaseRepository):
 
         OfferNotAcceptedError if the offer is not (or no longer) accepted: already evaluated,
         cancelled, or never accepted. Two evaluations at once: the first locks the offer, and the
-        second finds it completed.
+        second finds it completed. The INSERT also adds the evaluation to the cleaner's row of
+        `cleaner_stats` (a trigger, revision 4c8e1a6d9f27), in this transaction: the list of
+        cleaners (app/db/repositories/cleaners.py) is never behind it.
         """
         values = {**evaluation_create.model_dump(), "cleaning_id": cleaning.id, "cleaner_id": cleaner.id}
         try:
