@@ -16,6 +16,7 @@ LOCKED = {
     ("get", "/api/security-events/"),
     ("get", "/api/cleanings/"),
     ("post", "/api/cleanings/"),
+    ("get", "/api/cleanings/search/"),
     ("get", "/api/cleanings/{cleaning_id}/"),
     ("put", "/api/cleanings/{cleaning_id}/"),
     ("delete", "/api/cleanings/{cleaning_id}/"),

@@ -29,6 +29,7 @@ from tests.conftest import TEST_DATABASE_URL
 OPERATIONS = [
     ("get", "/api/cleanings/", "cleanings_list_all_user_cleanings"),
     ("post", "/api/cleanings/", "cleanings_create_cleaning"),
+    ("get", "/api/cleanings/search/", "cleanings_search_cleanings"),
     ("get", "/api/cleanings/{cleaning_id}/", "cleanings_get_cleaning_by_id"),
     ("put", "/api/cleanings/{cleaning_id}/", "cleanings_update_cleaning_by_id"),
     ("delete", "/api/cleanings/{cleaning_id}/", "cleanings_delete_cleaning_by_id"),

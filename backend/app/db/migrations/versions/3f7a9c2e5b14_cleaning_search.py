@@ -73,7 +73,9 @@ def upgrade() -> None:
             f" LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT '{language}'::regconfig $$"
         )
     )
-    op.execute(sa.text(f"ALTER TABLE cleanings ADD COLUMN search_vector tsvector GENERATED ALWAYS AS ({SEARCH_VECTOR}) STORED"))
+    op.execute(
+        sa.text(f"ALTER TABLE cleanings ADD COLUMN search_vector tsvector GENERATED ALWAYS AS ({SEARCH_VECTOR}) STORED")
+    )
     with op.get_context().autocommit_block():
         for name, definition in INDEXES.items():
             op.execute(sa.text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
