@@ -150,6 +150,17 @@ EMAIL_VERIFICATION_MAIL_MAX_AGE_MINUTES = config(
 SUPPORT_CONTACT = config("SUPPORT_CONTACT", cast=str, default=f"{PUBLIC_APP_URL}/help")
 NOTICE_MAIL_MAX_AGE_MINUTES = config("NOTICE_MAIL_MAX_AGE_MINUTES", cast=int, default=7 * 24 * 60)
 
+# Mail about offers (docs/api.md, "Notifications"): each user turns each kind on or off, and each
+# mail has a one-click unsubscribe (RFC 8058) that mail providers POST to, at PUBLIC_API_URL (the
+# API as the internet reaches it; the link in the mail's text opens the client app, PUBLIC_APP_URL).
+# A cleaning's owner hears of new offers at most once per OFFER_DIGEST_MINUTES per cleaning (the
+# first at once, later ones listed together); an offer mail is worth sending for OFFER_MAIL_MAX_AGE_MINUTES.
+PUBLIC_API_URL = config("PUBLIC_API_URL", cast=str, default="http://localhost:8000").rstrip("/")
+OFFER_DIGEST_MINUTES = config("OFFER_DIGEST_MINUTES", cast=int, default=15)
+OFFER_MAIL_MAX_AGE_MINUTES = config("OFFER_MAIL_MAX_AGE_MINUTES", cast=int, default=24 * 60)
+if OFFER_DIGEST_MINUTES < 0 or OFFER_MAIL_MAX_AGE_MINUTES < 1:
+    _exit("OFFER_DIGEST_MINUTES must be 0 or more and OFFER_MAIL_MAX_AGE_MINUTES 1 or more")
+
 # Second factor (TOTP, docs/api.md "Two-factor sign-in"). MFA_ISSUER names Phresh in authenticator
 # apps. Wrong codes count like failed logins, in the login window: per account (every place a code
 # is asked for) and per mfa_token (a login's second step; past it, log in with the password again).

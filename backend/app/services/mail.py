@@ -29,7 +29,15 @@ from starlette.datastructures import Secret
 
 from app.core import config, metrics
 from app.db.errors import DATABASE_UNAVAILABLE_ERRORS
-from app.db.repositories.outbox import TOKEN_KINDS, MailKind, OutboxMessage, OutboxRepository, PreparedMail
+from app.db.repositories.outbox import (
+    OFFER_KINDS,
+    TOKEN_KINDS,
+    MailKind,
+    OutboxMessage,
+    OutboxRepository,
+    PreparedMail,
+)
+from app.services import offer_mail
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +52,10 @@ SUBJECTS = {
     MailKind.mfa_disabled: "Two-factor sign-in is off for your Phresh account",
     MailKind.mfa_reset: "Two-factor sign-in of your Phresh account was reset",
     MailKind.account_deleted: "Your Phresh account was deleted",
+    MailKind.offer_received: "New offers for your Phresh cleaning",
+    MailKind.offer_accepted: "Your Phresh offer was accepted",
+    MailKind.offer_rejected: "Your Phresh offer was not accepted",
+    MailKind.offer_cancelled: "A cleaner backed out of your Phresh cleaning",
 }
 LINK_PATHS = {MailKind.email_verification: "/verify-email", MailKind.password_reset: "/reset-password"}
 
@@ -120,6 +132,14 @@ def compose(mail: PreparedMail) -> EmailMessage:
     sent twice (a worker that died between the server's acceptance and recording it) is one
     message to mail software that de-duplicates."""
     message = mail.message
+    if message.kind in OFFER_KINDS:
+        # Sent to the account's address now; the only mail that may be turned off, in one click.
+        assert mail.user is not None
+        token = offer_mail.offer_mail_token(mail)
+        email = _envelope(message, recipient=mail.user.email, text=offer_mail.offer_mail_text(mail, token=token))
+        for header, value in offer_mail.unsubscribe_headers(token).items():
+            email[header] = value
+        return email
     if message.kind not in TOKEN_KINDS:
         return _envelope(message, recipient=message.recipient, text=notice_text(message))
     assert mail.user is not None and mail.token is not None  # prepared with both (OutboxRepository.prepare)

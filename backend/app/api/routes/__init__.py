@@ -13,6 +13,7 @@ from app.api.routes.feed import router as feed_router
 from app.api.routes.health import router as health_router
 from app.api.routes.mail import router as mail_router
 from app.api.routes.mfa import router as mfa_router
+from app.api.routes.notifications import router as notifications_router
 from app.api.routes.offers import router as offers_router
 from app.api.routes.profiles import router as profiles_router
 from app.api.routes.security_events import router as security_events_router
@@ -25,6 +26,7 @@ RESOURCE_ROUTERS: tuple[tuple[APIRouter, str, str], ...] = (
     (mail_router, "/users", "users"),
     (account_router, "/users", "users"),
     (mfa_router, "/users", "users"),
+    (notifications_router, "/users", "users"),
     (profiles_router, "/profiles", "profiles"),
     (cleaners_router, "/profiles", "profiles"),
     (offers_router, "/cleanings/{cleaning_id}/offers", "offers"),

@@ -1,8 +1,11 @@
 """Offers. Every change to the offers of a cleaning runs in a transaction that first locks the
 cleaning's row, so that two changes at once (two tabs accepting two offers, an accept and a
-cancel, an accept and a delete of the cleaning) run one after the other, each seeing what the
-other did. The database's own constraints (one offer per user and cleaning, one accepted offer
-per cleaning) stand behind that."""
+cancel, an accept and a delete of the cleaning, two new offers) run one after the other, each
+seeing what the other did. The database's own constraints (one offer per user and cleaning, one
+accepted offer per cleaning) stand behind that. The mail each change is told by (a new offer to
+the owner, a decision to the cleaners, a backing out to the owner) is written to the outbox in
+the same transaction (app/db/repositories/notifications.py): it is sent if and only if the
+change commits."""
 
 from datetime import UTC, datetime
 from typing import Literal, overload
@@ -11,7 +14,7 @@ import asyncpg
 from databases import Database
 from databases.interfaces import Record
 
-from app.db import etags
+from app.db import etags, lone_queries
 from app.db.errors import (
     CleaningAlreadyHasAcceptedOfferError,
     CleaningNotFoundError,
@@ -23,6 +26,8 @@ from app.db.errors import (
 from app.db.json_rows import NULL, json_array, model_json
 from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
 from app.db.repositories.cleanings import CLEANING_HAS_ACCEPTED_OFFER_QUERY, LOCK_CLEANING_QUERY
+from app.db.repositories.notifications import NotificationsRepository
+from app.db.repositories.outbox import MailKind
 from app.db.repositories.users import UsersRepository, user_from_row, user_json, user_with_profile_columns
 from app.models.cleaning import AnyCleaning
 from app.models.offer import OfferCreate, OfferInDB, OfferPublic, OfferUpdate
@@ -121,7 +126,8 @@ ACCEPT_OFFER_QUERY = f"""
 REJECT_OTHER_PENDING_OFFERS_QUERY = """
     UPDATE user_offers_for_cleanings
     SET status = 'rejected'
-    WHERE cleaning_id = :cleaning_id AND user_id <> :user_id AND status = 'pending';
+    WHERE cleaning_id = :cleaning_id AND user_id <> :user_id AND status = 'pending'
+    RETURNING user_id;
 """
 
 CANCEL_OFFER_QUERY = f"""
@@ -172,15 +178,23 @@ class OffersRepository(BaseRepository):
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self.users_repo = UsersRepository(db)
+        self.notifications = NotificationsRepository(db)
 
     async def create_offer_for_cleaning(self, *, new_offer: OfferCreate) -> OfferInDB:
-        """A pending offer; OfferAlreadyExistsError if the user has one on this cleaning already."""
+        """A pending offer, told to the cleaning's owner; OfferAlreadyExistsError if the user has
+        one on this cleaning already."""
         values = {"cleaning_id": new_offer.cleaning_id, "user_id": new_offer.user_id}
         try:
-            record = await self.db.fetch_one(query=CREATE_OFFER_FOR_CLEANING_QUERY, values=values)
+            async with self.db.transaction():
+                # Offers on one cleaning one at a time: the owner's digest is joined or started by one.
+                await self._lock_cleaning(new_offer.cleaning_id)
+                record = await self.db.fetch_one(query=CREATE_OFFER_FOR_CLEANING_QUERY, values=values)
+                await self.notifications.queue_offer_received(
+                    cleaning_id=new_offer.cleaning_id, offerer_id=new_offer.user_id
+                )
         except asyncpg.UniqueViolationError as exc:  # the primary key: one offer per user and cleaning
             raise OfferAlreadyExistsError from exc
-        except asyncpg.ForeignKeyViolationError as exc:  # the cleaning was deleted meanwhile
+        except asyncpg.ForeignKeyViolationError as exc:  # (the cleaning is locked: its offerer went meanwhile)
             raise CleaningNotFoundError from exc
         assert record is not None  # INSERT ... RETURNING always returns the row
         return _offer(record)
@@ -255,7 +269,7 @@ class OffersRepository(BaseRepository):
             "etag_seed": etags.seed(LIST_TAGGED_OFFERS_FOR_CLEANING_QUERY, reader.id, cleaning_id, limit, after),
             "if_none_match": if_none_match,
         }
-        record = await self.db.fetch_one(query=LIST_TAGGED_OFFERS_FOR_CLEANING_QUERY, values=values)
+        record = await lone_queries.fetch_row(self.db, LIST_TAGGED_OFFERS_FOR_CLEANING_QUERY, values)
         if record is None:
             return None
         return record["owner"], etags.Tagged(etag=record["etag"], body=record["body"])
@@ -301,7 +315,15 @@ class OffersRepository(BaseRepository):
                 record = await self.db.fetch_one(query=ACCEPT_OFFER_QUERY, values=values)
                 if record is None:  # cannot happen while the row is locked; never a 500 if it does
                     raise OfferNotPendingError
-                await self.db.execute(query=REJECT_OTHER_PENDING_OFFERS_QUERY, values=values)
+                rejected = await self.db.fetch_all(query=REJECT_OTHER_PENDING_OFFERS_QUERY, values=values)
+                await self.notifications.queue_to_cleaners(
+                    kind=MailKind.offer_accepted, cleaning_id=offer.cleaning_id, cleaner_ids=[offer.user_id]
+                )
+                await self.notifications.queue_to_cleaners(
+                    kind=MailKind.offer_rejected,
+                    cleaning_id=offer.cleaning_id,
+                    cleaner_ids=[int(row["user_id"]) for row in rejected],
+                )
         except asyncpg.UniqueViolationError as exc:  # the index that allows one accepted offer per cleaning
             raise CleaningAlreadyHasAcceptedOfferError from exc
         return _offer(record)
@@ -315,6 +337,9 @@ class OffersRepository(BaseRepository):
             if record is None:
                 raise await self._why_not(values, OfferNotAcceptedError)
             await self.db.execute(query=REOPEN_REJECTED_OFFERS_QUERY, values={"cleaning_id": offer.cleaning_id})
+            await self.notifications.queue_to_owner(
+                kind=MailKind.offer_cancelled, cleaning_id=offer.cleaning_id, cleaner_id=offer.user_id
+            )
         return _offer(record)
 
     async def rescind_offer(self, *, offer: OfferInDB) -> int:

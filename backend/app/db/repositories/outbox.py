@@ -24,10 +24,20 @@ class MailKind(StrEnum):
     mfa_disabled = "mfa_disabled"
     mfa_reset = "mfa_reset"
     account_deleted = "account_deleted"
+    # Mail about offers (app/db/repositories/notifications.py): each kind on or off per user, with a
+    # one-click unsubscribe; sent to the account's address of the moment, or not at all.
+    offer_received = "offer_received"
+    offer_accepted = "offer_accepted"
+    offer_rejected = "offer_rejected"
+    offer_cancelled = "offer_cancelled"
 
 
 # The kinds that carry a token (a link), as opposed to the notices.
 TOKEN_KINDS = frozenset({MailKind.email_verification, MailKind.password_reset})
+# The kinds a user may turn off (NotificationKind's values): not account mail.
+OFFER_KINDS = frozenset(
+    {MailKind.offer_received, MailKind.offer_accepted, MailKind.offer_rejected, MailKind.offer_cancelled}
+)
 
 
 TOKEN_MINUTES = {
@@ -45,7 +55,11 @@ ENQUEUE_QUERY = """
 MAIL_MAX_AGE_MINUTES = {
     MailKind.email_verification: config.EMAIL_VERIFICATION_MAIL_MAX_AGE_MINUTES,
     MailKind.password_reset: config.PASSWORD_RESET_MAIL_MAX_AGE_MINUTES,
-} | {kind: config.NOTICE_MAIL_MAX_AGE_MINUTES for kind in MailKind if kind not in TOKEN_KINDS}
+} | {
+    kind: config.OFFER_MAIL_MAX_AGE_MINUTES if kind in OFFER_KINDS else config.NOTICE_MAIL_MAX_AGE_MINUTES
+    for kind in MailKind
+    if kind not in TOKEN_KINDS
+}
 
 # When a message stops being worth sending: created_at plus its kind's max age (integers from the settings).
 END_OF_LIFE = (
@@ -75,7 +89,7 @@ CLAIM_QUERY = f"""
     FROM next
     WHERE m.id = next.id
     RETURNING m.id, m.kind, m.recipient, m.user_id, m.created_at, m.attempts, next.expired, m.last_error,
-              m.client_address, m.details;
+              m.client_address, m.details, m.cleaning_id;
 """
 
 ACCOUNT_COLUMNS = "id, username, email, email_verified, is_active, token_version"
@@ -83,6 +97,27 @@ ACCOUNT_COLUMNS = "id, username, email, email_verified, is_active, token_version
 ACCOUNT_BY_ID_QUERY = f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE id = :user_id;"
 
 ACCOUNT_BY_EMAIL_QUERY = f"SELECT {ACCOUNT_COLUMNS} FROM users WHERE lower(email) = lower(:email);"
+
+# An offer mail's recipient as they are now (a deleted account gets nothing), whether they still
+# want this kind, and the cleaning's name (NULL: the cleaning is gone).
+OFFER_MAIL_RECIPIENT_QUERY = f"""
+    SELECT {", ".join(f"u.{column.strip()}" for column in ACCOUNT_COLUMNS.split(","))},
+           coalesce(p.enabled, true) AS wanted, c.name AS cleaning_name
+    FROM users u
+    LEFT JOIN notification_preferences p ON p.user_id = u.id AND p.kind = :kind
+    LEFT JOIN cleanings c ON c.id = :cleaning_id
+    WHERE u.id = :user_id AND u.deleted_at IS NULL;
+"""
+
+# The users an offer mail names, in its order, with their offer on the cleaning as it is now (no
+# offer: withdrawn). A deleted user shows as its tombstone (deleted-user.<id>).
+OFFER_MAIL_USERS_QUERY = """
+    SELECT listed.user_id, u.username, o.status, o.created_at
+    FROM unnest(CAST(:user_ids AS integer[])) WITH ORDINALITY AS listed (user_id, n)
+    JOIN users u ON u.id = listed.user_id
+    LEFT JOIN user_offers_for_cleanings o ON o.cleaning_id = :cleaning_id AND o.user_id = listed.user_id
+    ORDER BY listed.n;
+"""
 
 # A message sent again (its first send failed, or its worker died) carries a new token: the
 # one minted for the earlier try is replaced, since nobody may have received it.
@@ -183,7 +218,8 @@ class OutboxMessage:
     expired: bool = False  # past its end of life: recorded `expired` by the claim, not to be sent
     last_error: str | None = None
     client_address: str | None = None  # where the request that caused it came from
-    details: Mapping[str, str] | None = None  # what a notice says (app/services/notices.py)
+    details: Mapping[str, str] | None = None  # what a notice says (app/services/notices.py), whom an offer mail names
+    cleaning_id: int | None = None  # the cleaning an offer mail is about
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,13 +235,40 @@ class MailAccount:
 
 
 @dataclass(frozen=True, slots=True)
+class OfferMailUser:
+    """Someone an offer mail names, and their offer on its cleaning now (None: withdrawn)."""
+
+    user_id: int
+    username: str
+    status: str | None
+    offered_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class OfferMailContent:
+    """What an offer mail says, read when it is sent: the cleaning, and whom it names (the new
+    offers' makers in a digest; the owner or the cleaner otherwise)."""
+
+    cleaning_id: int
+    cleaning_name: str
+    users: tuple[OfferMailUser, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedMail:
     """A message ready to send: to whom, for which account, with which token (never stored).
-    A notice has neither account nor token: what it says was written with it."""
+    A notice has neither account nor token: what it says was written with it. An offer mail has
+    its account and what it says (its unsubscribe token is signed as it is written)."""
 
     message: OutboxMessage
     user: MailAccount | None
     token: str | None
+    offer: OfferMailContent | None = None
+
+
+def offer_mail_user_ids(details: Mapping[str, str] | None) -> list[int]:
+    """The users an offer mail names: its `users`, ids separated by spaces (a digest's grow as offers join it)."""
+    return [int(word) for word in (details or {}).get("users", "").split()]
 
 
 class OutboxRepository(BaseRepository):
@@ -240,7 +303,10 @@ class OutboxRepository(BaseRepository):
     async def prepare(self, message: OutboxMessage) -> PreparedMail | None:
         """The account a message is for and a new token for it; None when it should not be sent
         any more (the account is gone or inactive, the email changed or is verified already).
-        A notice is sent as it was written, to the address it was written for: no token."""
+        A notice is sent as it was written, to the address it was written for: no token.
+        An offer mail goes to its account's address now, if the account still wants that kind."""
+        if message.kind in OFFER_KINDS:
+            return await self._prepare_offer_mail(message)
         if message.kind not in TOKEN_KINDS:
             return PreparedMail(message=message, user=None, token=None)
         user = await self._recipient_account(message)
@@ -261,6 +327,37 @@ class OutboxRepository(BaseRepository):
             },
         )
         return PreparedMail(message=message, user=user, token=token)
+
+    async def _prepare_offer_mail(self, message: OutboxMessage) -> PreparedMail | None:
+        """None (skipped) when the account is gone or inactive, no longer wants this kind, or a
+        digest's cleaning is gone (nothing left to look at); else the account and what to say."""
+        values = {"kind": message.kind.value, "user_id": message.user_id, "cleaning_id": message.cleaning_id}
+        record = await self.db.fetch_one(OFFER_MAIL_RECIPIENT_QUERY, values)
+        if record is None or message.cleaning_id is None:
+            return None
+        row = as_dict(record)
+        user = MailAccount(**{field: row[field] for field in MailAccount.__dataclass_fields__})
+        if not user.is_active or not row["wanted"]:
+            return None
+        details = message.details or {}
+        cleaning_name = row["cleaning_name"] or details.get("cleaning_name")
+        if cleaning_name is None or (message.kind is MailKind.offer_received and row["cleaning_name"] is None):
+            return None
+        listed = await self.db.fetch_all(
+            OFFER_MAIL_USERS_QUERY,
+            {"user_ids": offer_mail_user_ids(details), "cleaning_id": message.cleaning_id},
+        )
+        users = tuple(
+            OfferMailUser(
+                user_id=int(named["user_id"]),
+                username=str(named["username"]),
+                status=named["status"],
+                offered_at=named["created_at"],
+            )
+            for named in listed
+        )
+        content = OfferMailContent(cleaning_id=message.cleaning_id, cleaning_name=str(cleaning_name), users=users)
+        return PreparedMail(message=message, user=user, token=None, offer=content)
 
     async def account(self, *, user_id: int) -> MailAccount | None:
         record = await self.db.fetch_one(ACCOUNT_BY_ID_QUERY, {"user_id": user_id})

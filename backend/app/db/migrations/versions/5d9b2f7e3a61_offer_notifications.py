@@ -88,6 +88,7 @@ def downgrade() -> None:
     op.execute(sa.text("ALTER TABLE outbox_messages DROP CONSTRAINT ck_outbox_messages_kind"))
     op.execute(
         sa.text(
-            f"ALTER TABLE outbox_messages ADD CONSTRAINT ck_outbox_messages_kind CHECK (kind IN {_kinds(EARLIER_KINDS)})"
+            "ALTER TABLE outbox_messages ADD CONSTRAINT ck_outbox_messages_kind"
+            f" CHECK (kind IN {_kinds(EARLIER_KINDS)})"
         )
     )
