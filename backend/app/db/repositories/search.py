@@ -44,7 +44,9 @@ CHECK_SEARCH_QUERY = f"""
 """
 
 # With each plan made for its values, a filter that is not set (NULL) folds away, and one that is
-# becomes a plain condition the indexes can serve.
+# becomes a plain condition the indexes can serve. A taken job is looked up per row it passes
+# (OFFSET 0 keeps PostgreSQL from hashing every accepted offer instead, a cost that grows with the
+# table), through the partial unique index on the accepted and completed offers.
 _FILTERS = f"""
     (CAST(:q AS text) IS NULL OR c.search_vector @@ {_TSQUERY})
     AND (CAST(:cleaning_types AS text[]) IS NULL OR c.cleaning_type = ANY (CAST(:cleaning_types AS text[])))
@@ -53,6 +55,7 @@ _FILTERS = f"""
     AND (CAST(:include_taken AS boolean) OR NOT EXISTS (
         SELECT 1 FROM user_offers_for_cleanings o
         WHERE o.cleaning_id = c.id AND o.status IN ('accepted', 'completed')
+        OFFSET 0
     ))
 """
 
@@ -119,14 +122,17 @@ SEARCH_RELEVANCE_QUERY = f"""
         FROM window_rows w
         ORDER BY w.created_at, w.id
         LIMIT 1
-    ), page_rows AS MATERIALIZED (
-        SELECT {_C_COLUMNS}, w.rank
+    ), page_keys AS MATERIALIZED (
+        SELECT w.id, w.rank
         FROM window_rows w
-        JOIN cleanings c ON c.id = w.id
         WHERE CAST(:after_id AS integer) IS NULL
            OR (w.rank, w.id) < (CAST(:after_rank AS float8), CAST(:after_id AS integer))
         ORDER BY w.rank DESC, w.id DESC
         LIMIT :limit
+    ), page_rows AS MATERIALIZED (
+        SELECT {_C_COLUMNS}, k.rank
+        FROM page_keys k
+        JOIN cleanings c ON c.id = k.id
     )
     {_answer("rank DESC, id DESC", window=_WINDOW_COLUMNS, edge=" CROSS JOIN edge e")}"""
 
