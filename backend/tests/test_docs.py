@@ -46,6 +46,8 @@ LOCKED = {
     ("post", "/api/users/me/mfa/recovery-codes/"),
     ("post", "/api/users/me/mfa/disable/"),
     ("post", "/api/users/{user_id}/mfa/reset/"),
+    ("get", "/api/users/me/notifications/"),
+    ("put", "/api/users/me/notifications/"),
 }
 
 

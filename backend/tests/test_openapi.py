@@ -59,6 +59,10 @@ OPERATIONS = [
     ("post", "/api/users/me/mfa/disable/", "users_disable_mfa"),
     ("post", "/api/users/{user_id}/mfa/reset/", "users_reset_user_mfa"),
     ("post", "/api/users/login/mfa/", "users_login_mfa"),
+    ("get", "/api/users/me/notifications/", "users_get_notification_preferences"),
+    ("put", "/api/users/me/notifications/", "users_update_notification_preferences"),
+    ("get", "/api/users/unsubscribe/", "users_preview_unsubscribe"),
+    ("post", "/api/users/unsubscribe/", "users_unsubscribe"),
     ("get", "/api/profiles/me/", "profiles_get_own_profile"),
     ("put", "/api/profiles/me/", "profiles_update_own_profile"),
     ("get", "/api/profiles/{username}/", "profiles_get_profile_by_username"),
@@ -90,6 +94,7 @@ BODIES = {
     "users_change_password": ("application/json", "PasswordChangeBody"),
     "users_delete_current_user": ("application/json", "AccountDeletionBody"),
     "profiles_update_own_profile": ("application/json", "ProfileUpdateBody"),
+    "users_update_notification_preferences": ("application/json", "NotificationPreferencesBody"),
     "evaluations_create_evaluation_for_cleaner": ("application/json", "EvaluationCreateBody"),
 }
 
