@@ -10,8 +10,8 @@ non-zero on any server error or any response that breaks the documented schema.
 Fuzzed requests can end the fuzzer's own session (a logout, ending its current session, ending
 its user's sessions, a password change), rename it and change its password. Schemathesis runs in
 this process with hooks (`install_hooks`) that keep it logged in through all of that, and that
-turn the stand-ins of schemathesis.toml's dictionaries into live refresh tokens, session ids and
-passwords of the fuzzer's.
+turn the stand-ins of schemathesis.toml's dictionaries into live refresh tokens, session ids,
+passwords and search cursors of the fuzzer's.
 """
 
 import argparse
@@ -65,6 +65,7 @@ REFRESH = "POST /api/users/login/token/refresh/"
 END_MY_SESSION = "DELETE /api/users/me/sessions/{session_id}/"
 CHANGE_MY_PASSWORD = "PUT /api/users/me/password/"
 UPDATE_ME = "PUT /api/users/me/"
+SEARCH = "GET /api/cleanings/search/"
 
 # The stand-ins of schemathesis.toml's dictionaries; `Fuzzer.fill_in` swaps each for a live value
 # just before the request goes out.
@@ -74,6 +75,7 @@ ENDED_REFRESH_TOKEN = "stand-in:ended-refresh-token"  # of a session logged out 
 ANOTHER_SESSION = "00000000-0000-4000-8000-00000000000a"  # another live session of the fuzzer's
 CURRENT_SESSION = "00000000-0000-4000-8000-00000000000c"  # the session of the request's own token
 CURRENT_PASSWORD = "stand-in:current-password"  # the fuzzer's password
+SEARCH_CURSOR = "stand-in-search-cursor"  # the next_cursor of the same search's first page
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +144,15 @@ class Fuzzer:
             self.post("/api/users/logout/", headers=tokens.headers)
         return tokens.refresh_token
 
+    def search_cursor(self, case: Case[Any]) -> str | None:
+        """The next_cursor of the first page (of one job) of the search the case asks for, if it has one."""
+        params = {name: value for name, value in (case.query or {}).items() if name != "cursor"}
+        token = case.headers.get("Authorization") if case.headers else None
+        headers = {"Authorization": str(token)} if token else self.log_in().headers
+        res = httpx.get(f"{self.base_url}/api/cleanings/search/", params={**params, "limit": 1}, headers=headers)
+        cursor = res.json().get("next_cursor") if res.status_code == 200 else None
+        return str(cursor) if cursor else None
+
     def fill_in(self, case: Case[Any]) -> None:
         """Swap the stand-ins a request carries for live values (left as they are if that fails)."""
         label = case.operation.label
@@ -165,6 +176,8 @@ class Fuzzer:
                 if case.body.get("password") == CURRENT_PASSWORD:
                     with self._lock:
                         case.body["password"] = self._password
+            elif label == SEARCH and isinstance(case.query, dict) and case.query.get("cursor") == SEARCH_CURSOR:
+                case.query["cursor"] = self.search_cursor(case) or SEARCH_CURSOR
             elif label == CHANGE_MY_PASSWORD:
                 change = _field(case.body, "password_change")
                 if isinstance(change, dict) and change.get("current_password") == CURRENT_PASSWORD:
