@@ -5,7 +5,7 @@ from typing import Any, Literal, TypeVar, overload
 from databases import Database
 from pydantic import BaseModel
 
-from app.db import etags
+from app.db import etags, lone_queries
 from app.db.errors import CleaningHasAcceptedOfferError, InvalidCleaningTypeError
 from app.db.json_rows import json_array, model_json
 from app.db.repositories.base import MAX_ID, BaseRepository, as_dict
@@ -219,7 +219,7 @@ class CleaningsRepository(BaseRepository):
             "etag_seed": etags.seed(GET_TAGGED_CLEANING_BY_ID_QUERY, reader.id, id),
             "if_none_match": if_none_match,
         }
-        record = await self.db.fetch_one(query=GET_TAGGED_CLEANING_BY_ID_QUERY, values=values)
+        record = await lone_queries.fetch_row(self.db, GET_TAGGED_CLEANING_BY_ID_QUERY, values)
         return etags.Tagged(etag=record["etag"], body=record["body"]) if record else None
 
     async def populate_cleaning(
@@ -250,7 +250,7 @@ class CleaningsRepository(BaseRepository):
             "etag_seed": etags.seed(LIST_TAGGED_USER_CLEANINGS_QUERY, requesting_user.id, limit, after_id),
             "if_none_match": if_none_match,
         }
-        record = await self.db.fetch_one(query=LIST_TAGGED_USER_CLEANINGS_QUERY, values=values)
+        record = await lone_queries.fetch_row(self.db, LIST_TAGGED_USER_CLEANINGS_QUERY, values)
         assert record is not None  # an aggregate's one row
         return etags.Tagged(etag=record["etag"], body=record["body"])
 

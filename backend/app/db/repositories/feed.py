@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from app.db import etags
+from app.db import etags, lone_queries
 from app.db.json_rows import json_array, model_json
 from app.db.repositories.base import BaseRepository
 from app.db.repositories.cleanings import CLEANING_COLUMNS, cleaning_from_row
@@ -21,7 +21,8 @@ from app.db.repositories.users import user_from_row, user_json, user_with_profil
 from app.models.feed import CleaningFeedItem
 from app.models.user import AnyUser, UserPublic
 
-FETCH_CLEANING_JOBS_FEED_QUERY = f"""
+# The page's events: (cleaning id, event type, event timestamp), the newest before the cursor.
+_FEED_EVENTS = """
     WITH events AS (
         (
             SELECT id, 'is_update' AS event_type, updated_at AS event_timestamp
@@ -41,10 +42,14 @@ FETCH_CLEANING_JOBS_FEED_QUERY = f"""
         ORDER BY event_timestamp DESC, id DESC
         LIMIT :page_chunk_size
     )
+"""
+_CLEANING_SELECT_LIST = ", ".join(f"c.{column}" for column in CLEANING_COLUMNS.split(", "))
+
+FETCH_CLEANING_JOBS_FEED_QUERY = f"""{_FEED_EVENTS.rstrip()}
     SELECT row_number() OVER (ORDER BY e.event_timestamp DESC, e.id DESC) AS row_number,
            e.event_type,
            e.event_timestamp,
-           {", ".join(f"c.{column}" for column in CLEANING_COLUMNS.split(", "))},
+           {_CLEANING_SELECT_LIST},
            {user_with_profile_columns(prefix="owner_")},
            c.xmin AS row_version, u.xmin AS owner_row_version, p.xmin AS owner_profile_row_version
     FROM events e
@@ -77,12 +82,44 @@ _FEED_ITEM_KEY = " || ".join(
         ),
     ]
 )
-FETCH_TAGGED_CLEANING_JOBS_FEED_QUERY = f"""
-    WITH page_rows AS MATERIALIZED ({FETCH_CLEANING_JOBS_FEED_QUERY.strip().removesuffix(";")}),
+# The page's rows keep only what the tag needs of the owners (ids, updated_at, row versions): the
+# owners' JSON is written once per owner, not once per item (a page often shows one owner several
+# times), by re-reading them by id in the branch that writes the answer, in the same statement
+# (the same snapshot as the tag). A 304 reads no owner twice.
+_FEED_PAGE_ROWS = f"""
+    SELECT row_number() OVER (ORDER BY e.event_timestamp DESC, e.id DESC) AS row_number,
+           e.event_type,
+           e.event_timestamp,
+           {_CLEANING_SELECT_LIST},
+           u.id AS owner_id, u.updated_at AS owner_updated_at,
+           p.id AS owner_profile_id, p.updated_at AS owner_profile_updated_at,
+           c.xmin AS row_version, u.xmin AS owner_row_version, p.xmin AS owner_profile_row_version
+    FROM events e
+    JOIN cleanings c ON c.id = e.id
+    LEFT JOIN users u ON u.id = c.owner
+    LEFT JOIN profiles p ON p.user_id = u.id
+"""
+_FEED_OWNERS_JSON = f"""
+    SELECT owner_id AS embedded_owner_id, {user_json(prefix="owner_")} AS owner_json
+    FROM (
+        SELECT {user_with_profile_columns(prefix="owner_")}
+        FROM users u
+        LEFT JOIN profiles p ON p.user_id = u.id
+        WHERE u.id IN (SELECT owner_id FROM page_rows)
+    ) AS owner_rows
+"""
+_FEED_ITEM_WITH_OWNER_JSON = model_json(
+    CleaningFeedItem,
+    {**{field: field for field in CleaningFeedItem.model_fields}, "owner": "COALESCE(owner_json, 'null')"},
+)
+FETCH_TAGGED_CLEANING_JOBS_FEED_QUERY = f"""{_FEED_EVENTS.rstrip()},
+    page_rows AS MATERIALIZED ({_FEED_PAGE_ROWS}),
     tagged AS (SELECT {etags.etag_of_rows(_FEED_ITEM_KEY, order_by="row_number")} AS etag FROM page_rows)
     SELECT etag,
            CASE WHEN {etags.matched("etag")} THEN NULL
-                ELSE (SELECT {json_array(_FEED_ITEM_JSON, order_by="row_number")} FROM page_rows) END AS body
+                ELSE (SELECT {json_array(_FEED_ITEM_WITH_OWNER_JSON, order_by="row_number")}
+                      FROM page_rows
+                      LEFT JOIN ({_FEED_OWNERS_JSON}) AS owners ON owners.embedded_owner_id = page_rows.owner_id) END AS body
     FROM tagged;
 """
 
@@ -130,7 +167,8 @@ class FeedRepository(BaseRepository):
             ),
             "if_none_match": if_none_match,
         }
-        record = await self.db.fetch_one(query=FETCH_TAGGED_CLEANING_JOBS_FEED_QUERY, values=values)
+        # asyncpg's own record: two text values need no `databases` Record around them.
+        record = await lone_queries.fetch_row(self.db, FETCH_TAGGED_CLEANING_JOBS_FEED_QUERY, values)
         assert record is not None  # an aggregate's one row
         return etags.Tagged(etag=record["etag"], body=record["body"])
 
