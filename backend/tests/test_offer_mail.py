@@ -631,6 +631,38 @@ class TestWrittenWithTheChange:
             await wait_for_kind(mailbox, user.email, expected[0])
             assert [kind_of(message) for message in offer_mail_to(mailbox, user.email)] == expected
 
+    @pytest.mark.parametrize("attempt", range(3))
+    async def test_an_owner_leaving_while_offers_change_never_deadlocks(
+        self,
+        app: FastAPI,
+        client_for: Clients,
+        db: Database,
+        test_user2: UserPublic,
+        test_user3: UserPublic,
+        test_user6: UserPublic,
+        test_cleaning_with_accepted_offer: CleaningInDB,
+        mailbox: Mailbox,
+        attempt: int,
+    ) -> None:
+        """A change to offers writes its mail, which refers to its recipient's row, under the lock
+        on the cleaning; the deletion of that recipient's account locks the cleaning first too."""
+        owner = client_for(test_user2)
+        other_id = await new_cleaning(owner, app, name="without an accepted offer")
+        deletion = owner.request(
+            "DELETE",
+            app.url_path_for("users:delete-current-user"),
+            json={"account_deletion": {"password": "tennistwins"}},
+        )
+        deleted, cancelled, offered = await asyncio.gather(
+            deletion,
+            cancel(app, client_for(test_user3), test_cleaning_with_accepted_offer.id),
+            offer(app, client_for(test_user6), other_id),
+        )
+        assert deleted.status_code == status.HTTP_200_OK, deleted.text
+        assert cancelled.status_code in (200, 404), cancelled.text
+        assert offered.status_code in (201, 404), offered.text
+        await settled(db)
+
     async def test_a_change_whose_mail_cannot_be_written_does_not_happen_and_sends_nothing(
         self,
         app: FastAPI,

@@ -18,9 +18,13 @@ its foreign keys, and every answer that embeds the user shows the tombstone inst
   trail's events about it keep their user id, kind, time and request id, but no client address
   or detail; the deletion itself is recorded with counts only.
 
-Everything runs in one transaction that first locks the user's row, then every cleaning the
-deletion touches (in id order, as each change to offers locks its cleaning first), so an accept,
-a cancel or a new offer on one of them, or a login, waits for it or comes first: never between.
+Everything runs in one transaction that first locks every cleaning the deletion touches (in id
+order), then the user's row, so an accept, a cancel or a new offer on one of them, or a login,
+waits for it or comes first: never between. Cleanings come first, as in every change to offers:
+such a change writes its mail under the lock on its cleaning, and the mail's row refers to its
+recipient's user row (app/db/repositories/notifications.py), so a deletion that held the user's row
+while it waited for a cleaning would deadlock with it. The cleanings are locked again once the user's
+row is: the user can make no new offer from then on, and one made meanwhile is locked too.
 """
 
 from datetime import UTC, datetime
@@ -263,11 +267,12 @@ class AccountRepository(BaseRepository):
         account had; AccountGoneError if it is gone already."""
         values = {"user_id": user_id}
         async with self.db.transaction():
+            await self.db.fetch_all(query=LOCK_CLEANINGS_QUERY, values=values)
             locked = await self.db.fetch_one(query=LOCK_USER_QUERY, values=values)
             if locked is None:
                 raise AccountGoneError
             former = FormerAccount(**as_dict(locked))
-            await self.db.fetch_all(query=LOCK_CLEANINGS_QUERY, values=values)
+            await self.db.fetch_all(query=LOCK_CLEANINGS_QUERY, values=values)  # and one offered on meanwhile
             cleanings_deleted = len(await self.db.fetch_all(query=DELETE_UNAGREED_CLEANINGS_QUERY, values=values))
             kept = await self.db.fetch_one(query=REJECT_OFFERS_ON_KEPT_CLEANINGS_QUERY, values=values)
             assert kept is not None  # an aggregate answers one row
