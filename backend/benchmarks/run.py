@@ -23,7 +23,9 @@ are answered, beside a paced /me probe: goodput against the bcrypt floor, the p9
 ones, /me's p99 against its idle p99, and how soon a login succeeds once the flood ends.
 
 Then the feed's section (benchmarks/feed.py): a page's latency at 10,000, 100,000 and 1,000,000
-cleanings (`--skip-feed` leaves it out, `--feed-only` runs it alone).
+cleanings (`--skip-feed` leaves it out, `--feed-only` runs it alone). Then the search's
+(benchmarks/search.py): each sort's first and deep page at the same sizes (`--skip-search`,
+`--search-only`).
 
 `--metrics-cost` runs one thing alone instead (benchmarks/metrics_cost.py): GET /api/users/me/
 with metrics on (METRICS_TOKEN set, multiprocess mode as `serve` runs it) and off, two servers
@@ -79,6 +81,7 @@ from benchmarks.flood import TARGETS as FLOOD_TARGETS
 from benchmarks.flood import measure_flood, report_flood
 from benchmarks.metrics_cost import measure_metrics_cost, report_metrics_cost
 from benchmarks.polling import measure_polling, polling_figures
+from benchmarks.search import measure_search, report_search
 from scripts.live_server import ServerProcess, prepare_database
 
 RESULTS = HERE / "results"
@@ -411,6 +414,8 @@ def main() -> int:
     parser.add_argument("--skip-two-workers", action="store_true", help="skip the 2-worker /me comparison")
     parser.add_argument("--skip-feed", action="store_true", help="skip the feed section (it fills 1M cleanings)")
     parser.add_argument("--feed-only", action="store_true", help="run the feed section alone")
+    parser.add_argument("--skip-search", action="store_true", help="skip the search section (it fills 1M cleanings)")
+    parser.add_argument("--search-only", action="store_true", help="run the search section alone")
     parser.add_argument(
         "--hot-routes-only",
         action="store_true",
@@ -493,16 +498,19 @@ def main() -> int:
             print(line)
         print(f"wrote {RESULTS / f'{name}.json'} and {RESULTS / f'{name}.png'}")
         return 0
-    elif not args.feed_only:
+    elif not (args.feed_only or args.search_only):
         figures = asyncio.run(measure(args.duration, args.workers))
         if not args.skip_two_workers:
             figures["two_workers_vs_one_me"] = asyncio.run(two_workers_vs_one(args.duration))
         chart(figures, RESULTS / "latest.png")
         lines += report(figures)
-    if not args.skip_feed and not args.compare_me_with:
+    if not args.skip_feed and not args.compare_me_with and not args.search_only:
         figures["feed"] = asyncio.run(measure_feed(DATABASE_URL, args.duration))
         chart_feed(figures["feed"], RESULTS / "feed.png")
         lines += report_feed(figures["feed"])
+    if not args.skip_search and not args.compare_me_with and not args.feed_only:
+        figures["search"] = asyncio.run(measure_search(DATABASE_URL, args.duration))
+        lines += report_search(figures["search"])
     (RESULTS / "latest.json").write_text(json.dumps(figures, indent=2) + "\n")
     for line in lines:
         print(line)
