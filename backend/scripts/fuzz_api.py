@@ -11,11 +11,12 @@ Fuzzed requests can end the fuzzer's own session (a logout, ending its current s
 its user's sessions, a password change), rename it and change its password. Schemathesis runs in
 this process with hooks (`install_hooks`) that keep it logged in through all of that, and that
 turn the stand-ins of schemathesis.toml's dictionaries into live refresh tokens, session ids,
-passwords and search cursors of the fuzzer's.
+passwords, unsubscribe links and search cursors of the fuzzer's.
 """
 
 import argparse
 import ast
+import itertools
 import os
 import secrets
 import subprocess
@@ -38,6 +39,8 @@ from schemathesis.filters import HasAPIOperation
 
 from app.core.config import BACKEND_DIR, DATABASE_URL, SECRET_KEY
 from app.db.admin import sibling_database
+from app.models.notification import NotificationKind
+from app.services.offer_mail import unsubscribe_token
 from scripts.live_server import live_server, prepare_database
 
 # Generous limits: the fuzzer logs in, registers and refreshes far more often than a person would,
@@ -66,6 +69,7 @@ END_MY_SESSION = "DELETE /api/users/me/sessions/{session_id}/"
 CHANGE_MY_PASSWORD = "PUT /api/users/me/password/"
 UPDATE_ME = "PUT /api/users/me/"
 SEARCH = "GET /api/cleanings/search/"
+UNSUBSCRIBE = ("GET /api/users/unsubscribe/", "POST /api/users/unsubscribe/")
 
 # The stand-ins of schemathesis.toml's dictionaries; `Fuzzer.fill_in` swaps each for a live value
 # just before the request goes out.
@@ -76,6 +80,7 @@ ANOTHER_SESSION = "00000000-0000-4000-8000-00000000000a"  # another live session
 CURRENT_SESSION = "00000000-0000-4000-8000-00000000000c"  # the session of the request's own token
 CURRENT_PASSWORD = "stand-in:current-password"  # the fuzzer's password
 SEARCH_CURSOR = "stand-in-search-cursor"  # the next_cursor of the same search's first page
+UNSUBSCRIBE_TOKEN = "stand-in:unsubscribe-token"  # the unsubscribe token of a mail to the fuzzer
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,7 @@ class Fuzzer:
         self._pending_passwords: set[str] = set()
         res = httpx.get(f"{self.base_url}/api/users/me/", headers=self.log_in().headers)
         self.user_id = int(res.raise_for_status().json()["id"])
+        self._kinds = itertools.cycle(NotificationKind)  # the kind of the next unsubscribe link
 
     def post(self, path: str, *, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
         res = httpx.post(f"{self.base_url}{path}", headers=headers, **kwargs)
@@ -172,6 +178,11 @@ class Fuzzer:
                 else:
                     return
                 case.path_parameters["session_id"] = self.session_id(headers) or session_id
+            elif label in UNSUBSCRIBE and case.query and case.query.get("token") == UNSUBSCRIBE_TOKEN:
+                # Signed here as the server signs it: both have SECRET_KEY from this process.
+                with self._lock:
+                    kind = next(self._kinds)
+                case.query["token"] = unsubscribe_token(user_id=self.user_id, kind=kind)
             elif label == LOGIN and isinstance(case.body, dict):
                 if case.body.get("password") == CURRENT_PASSWORD:
                     with self._lock:

@@ -4,7 +4,7 @@ from enum import StrEnum
 
 from pydantic import ConfigDict, Field
 
-from app.models.core import CoreModel
+from app.models.core import CoreModel, FormBool
 
 
 class NotificationKind(StrEnum):
@@ -47,10 +47,10 @@ class NotificationPreferencesUpdate(CoreModel):
 
     model_config = ConfigDict(extra="forbid")  # a misspelt kind is a 422, not a silent no-op
 
-    offer_received: bool | None = None
-    offer_accepted: bool | None = None
-    offer_rejected: bool | None = None
-    offer_cancelled: bool | None = None
+    offer_received: FormBool | None = None
+    offer_accepted: FormBool | None = None
+    offer_rejected: FormBool | None = None
+    offer_cancelled: FormBool | None = None
 
     def changes(self) -> dict[NotificationKind, bool]:
         return {NotificationKind(name): value for name, value in self.model_dump().items() if value is not None}

@@ -63,7 +63,7 @@ async def get_notification_preferences(
     response_model=NotificationPreferences,
     name="users:update-notification-preferences",
     summary="Choose which offer mails I get",
-    responses=error_responses(401, 413, 503),
+    responses=error_responses(400, 401, 413, 503),
 )
 async def update_notification_preferences(
     notification_preferences: Annotated[NotificationPreferencesUpdate, Body(embed=True)],
