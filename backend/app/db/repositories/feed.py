@@ -119,7 +119,8 @@ FETCH_TAGGED_CLEANING_JOBS_FEED_QUERY = f"""{_FEED_EVENTS.rstrip()},
            CASE WHEN {etags.matched("etag")} THEN NULL
                 ELSE (SELECT {json_array(_FEED_ITEM_WITH_OWNER_JSON, order_by="row_number")}
                       FROM page_rows
-                      LEFT JOIN ({_FEED_OWNERS_JSON}) AS owners ON owners.embedded_owner_id = page_rows.owner_id) END AS body
+                      LEFT JOIN ({_FEED_OWNERS_JSON}) AS owners
+                        ON owners.embedded_owner_id = page_rows.owner_id) END AS body
     FROM tagged;
 """
 
