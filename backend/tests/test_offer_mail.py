@@ -325,6 +325,53 @@ class TestDecisions:
         assert "the offers you had not accepted are pending again" in body
         assert token_in(message).startswith(f"{test_user2.id}.offer_cancelled.")
 
+    async def test_an_accepted_cleaner_who_deletes_their_account_is_told_to_the_owner_as_leaving(
+        self,
+        app: FastAPI,
+        client_for: Clients,
+        test_user2: UserPublic,
+        test_user3: UserPublic,
+        test_cleaning_with_accepted_offer: CleaningInDB,
+        mailbox: Mailbox,
+    ) -> None:
+        # Leaving cancels the accepted offer as backing out does: the owner hears of it, told why.
+        deletion = await client_for(test_user3).request(
+            "DELETE",
+            app.url_path_for("users:delete-current-user"),
+            json={"account_deletion": {"password": "adastra"}},
+        )
+        assert deletion.status_code == 200 and deletion.json()["offers_backed_out"] == 1, deletion.text
+        [message] = await wait_for_kind(mailbox, test_user2.email, "offer_cancelled")
+        body = text(message)
+        cleaning = test_cleaning_with_accepted_offer
+        assert f'The cleaner you accepted for your cleaning "{cleaning.name}" (cleaning {cleaning.id}) has left' in body
+        assert "the offers you had not accepted are pending again" in body
+        assert test_user3.username not in body and test_user3.email not in body
+
+    async def test_a_pending_offer_on_a_cleaning_whose_owner_leaves_is_told_as_rejected(
+        self,
+        app: FastAPI,
+        client_for: Clients,
+        db: Database,
+        test_user2: UserPublic,
+        test_cleaning_with_accepted_offer: CleaningInDB,
+        mailbox: Mailbox,
+    ) -> None:
+        # The cleaning stays (its job was agreed), and an offer made on it since can never be accepted.
+        [late] = await cleaners(db, 1)
+        assert (await offer(app, client_for(late), test_cleaning_with_accepted_offer.id)).status_code == 201
+        deletion = await client_for(test_user2).request(
+            "DELETE",
+            app.url_path_for("users:delete-current-user"),
+            json={"account_deletion": {"password": "tennistwins"}},
+        )
+        assert deletion.status_code == 200, deletion.text
+        [message] = await wait_for_kind(mailbox, late.email, "offer_rejected")
+        body = text(message)
+        cleaning = test_cleaning_with_accepted_offer
+        assert f'The owner of the cleaning "{cleaning.name}" (cleaning {cleaning.id}) has left Phresh' in body
+        assert test_user2.username not in body and test_user2.email not in body
+
     async def test_each_mail_goes_to_the_address_the_account_has_when_it_is_sent(
         self,
         app: FastAPI,

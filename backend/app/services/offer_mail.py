@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 from app.core import config
 from app.db.repositories.outbox import MailKind, OfferMailContent, OfferMailUser, PreparedMail
 from app.models.notification import KIND_DESCRIPTIONS, NotificationKind
+from app.models.user import deleted_username
 
 # The path of the one-click unsubscribe (app/api/routes/notifications.py serves it; a test checks
 # that the two agree).
@@ -117,6 +118,11 @@ def _named(content: OfferMailContent) -> str:
     return content.users[0].username if content.users else "someone"
 
 
+def _left_phresh(content: OfferMailContent) -> bool:
+    """Whether the user the mail names has deleted their account since (a tombstone's name)."""
+    return bool(content.users) and content.users[0].username == deleted_username(content.users[0].user_id)
+
+
 def offer_mail_text(mail: PreparedMail, *, token: str) -> str:
     """The text of an offer mail: what happened, a link to the cleaning, and how to stop such mail."""
     assert mail.user is not None and mail.offer is not None  # prepared with both (OutboxRepository.prepare)
@@ -139,10 +145,21 @@ def offer_mail_text(mail: PreparedMail, *, token: str) -> str:
             f" yours.\n\nSee it in the Phresh app: {_cleaning_link(content)}\n\nIf you can no longer do it,"
             " cancel your offer in the app, so that the owner can accept another."
         )
+    elif kind is MailKind.offer_rejected and _left_phresh(content):
+        body = (
+            f"The owner of the cleaning {_cleaning(content)} has left Phresh, so your offer on it can no"
+            " longer be accepted."
+        )
     elif kind is MailKind.offer_rejected:
         body = (
             f"{_named(content)} accepted another offer for the cleaning {_cleaning(content)} {when}, so yours"
             " was not accepted. Should that cleaner back out, your offer is pending again."
+        )
+    elif _left_phresh(content):  # offer_cancelled: the cleaner deleted their account
+        body = (
+            f"The cleaner you accepted for your cleaning {_cleaning(content)} has left Phresh: the offer"
+            " you accepted is cancelled, and the offers you had not accepted are pending again.\n\n"
+            f"Accept another in the Phresh app: {_cleaning_link(content)}"
         )
     else:  # offer_cancelled
         body = (

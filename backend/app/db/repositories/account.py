@@ -30,8 +30,12 @@ row is: the user can make no new offer from then on, and one made meanwhile is l
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from databases import Database
+
 from app.core import config
 from app.db.repositories.base import BaseRepository, as_dict
+from app.db.repositories.notifications import NotificationsRepository
+from app.db.repositories.outbox import MailKind
 from app.db.repositories.security_events import SecurityEventsRepository
 from app.models.account import AccountDeleted
 from app.models.export import (
@@ -85,16 +89,15 @@ DELETE_UNAGREED_CLEANINGS_QUERY = f"""
     RETURNING id;
 """
 
-# On the cleanings that stay, the offers nobody can accept any more.
+# On the cleanings that stay, the offers nobody can accept any more: which, to tell their cleaners.
 REJECT_OFFERS_ON_KEPT_CLEANINGS_QUERY = """
-    WITH rejected AS (
-        UPDATE user_offers_for_cleanings o SET status = 'rejected'
-        FROM cleanings c
-        WHERE c.id = o.cleaning_id AND c.owner = :user_id AND o.status = 'pending'
-        RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM cleanings WHERE owner = :user_id) AS kept, (SELECT count(*) FROM rejected) AS rejected;
+    UPDATE user_offers_for_cleanings o SET status = 'rejected'
+    FROM cleanings c
+    WHERE c.id = o.cleaning_id AND c.owner = :user_id AND o.status = 'pending'
+    RETURNING o.cleaning_id, o.user_id;
 """
+
+COUNT_KEPT_CLEANINGS_QUERY = "SELECT count(*) FROM cleanings WHERE owner = :user_id;"
 
 WITHDRAW_PENDING_OFFERS_QUERY = """
     WITH withdrawn AS (
@@ -114,7 +117,7 @@ BACK_OUT_OF_ACCEPTED_OFFERS_QUERY = """
         FROM cancelled
         WHERE o.cleaning_id = cancelled.cleaning_id AND o.status = 'rejected'
     )
-    SELECT count(*) FROM cancelled;
+    SELECT cleaning_id FROM cancelled;
 """
 
 COUNT_OFFERS_KEPT_QUERY = """
@@ -258,6 +261,10 @@ EXPORT_SECOND_FACTOR_QUERY = """
 
 
 class AccountRepository(BaseRepository):
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.notifications = NotificationsRepository(db)
+
     async def _count(self, query: str, values: dict[str, Any]) -> int:
         return int(await self.db.fetch_val(query=query, values=values) or 0)
 
@@ -274,13 +281,15 @@ class AccountRepository(BaseRepository):
             former = FormerAccount(**as_dict(locked))
             await self.db.fetch_all(query=LOCK_CLEANINGS_QUERY, values=values)  # and one offered on meanwhile
             cleanings_deleted = len(await self.db.fetch_all(query=DELETE_UNAGREED_CLEANINGS_QUERY, values=values))
-            kept = await self.db.fetch_one(query=REJECT_OFFERS_ON_KEPT_CLEANINGS_QUERY, values=values)
-            assert kept is not None  # an aggregate answers one row
+            rejected = await self.db.fetch_all(query=REJECT_OFFERS_ON_KEPT_CLEANINGS_QUERY, values=values)
+            offers_withdrawn = await self._count(WITHDRAW_PENDING_OFFERS_QUERY, values)
+            backed_out = await self.db.fetch_all(query=BACK_OUT_OF_ACCEPTED_OFFERS_QUERY, values=values)
+            await self._tell_the_others(user_id, rejected=rejected, backed_out=backed_out)
             deleted = AccountDeleted(
                 cleanings_deleted=cleanings_deleted,
-                cleanings_kept=int(kept["kept"]),
-                offers_withdrawn=await self._count(WITHDRAW_PENDING_OFFERS_QUERY, values),
-                offers_backed_out=await self._count(BACK_OUT_OF_ACCEPTED_OFFERS_QUERY, values),
+                cleanings_kept=await self._count(COUNT_KEPT_CLEANINGS_QUERY, values),
+                offers_withdrawn=offers_withdrawn,
+                offers_backed_out=len(backed_out),
                 offers_kept=await self._count(COUNT_OFFERS_KEPT_QUERY, values),
                 evaluations_received_deleted=await self._count(DELETE_EVALUATIONS_RECEIVED_QUERY, values),
                 sessions_ended=await self._count(DELETE_SESSIONS_QUERY, values),
@@ -300,6 +309,22 @@ class AccountRepository(BaseRepository):
                 kind=SecurityEventKind.account_deleted, user_id=user_id, detail=deleted.summary()
             )
         return deleted, former
+
+    async def _tell_the_others(self, user_id: int, *, rejected: list[Any], backed_out: list[Any]) -> None:
+        """The offer mails the deletion's changes call for, in its transaction, as the offer routes
+        send them: each cleaner whose pending offer on a kept cleaning is now rejected, and the
+        owner of each cleaning whose accepted cleaner (the leaver) backed out."""
+        by_cleaning: dict[int, list[int]] = {}
+        for row in rejected:
+            by_cleaning.setdefault(int(row["cleaning_id"]), []).append(int(row["user_id"]))
+        for cleaning_id, cleaner_ids in by_cleaning.items():
+            await self.notifications.queue_to_cleaners(
+                kind=MailKind.offer_rejected, cleaning_id=cleaning_id, cleaner_ids=cleaner_ids
+            )
+        for row in backed_out:
+            await self.notifications.queue_to_owner(
+                kind=MailKind.offer_cancelled, cleaning_id=int(row["cleaning_id"]), cleaner_id=user_id
+            )
 
     async def export_account(self, *, user_id: int) -> AccountExport | None:
         """Everything Phresh holds about the account, read in one snapshot; None if it is gone."""
