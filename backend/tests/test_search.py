@@ -14,7 +14,7 @@ from fastapi import FastAPI, status
 from httpx import AsyncClient
 
 import app.db.repositories.search as search_module
-from app.api.routes.cleanings import (
+from app.api.dependencies.search import (
     FOREIGN_CURSOR,
     INVALID_CURSOR,
     RELEVANCE_WITHOUT_QUERY,
@@ -321,16 +321,18 @@ class TestRelevanceWindow:
         assert rest == [*ranked[2:], weaker]
         assert stronger in await found(app, authorized_client, q="oven")  # a new search's first
 
-    async def test_a_window_that_grew_past_twice_its_size_is_refused(
+    async def test_a_window_that_grew_past_one_and_a_half_times_its_size_is_refused(
         self, app: FastAPI, authorized_client: AsyncClient, db: Database, test_user2: UserPublic
     ) -> None:
         for i in range(8):
             await post(db, test_user2, "oven", age=timedelta(hours=i + 1))
         first = await search(app, authorized_client, q="oven", limit=2)
-        for _ in range(2 * 6 - 6 + 1):  # the window (6) and 7 more: 13 > 12
+        for _ in range(3):  # the window (6) and 3 more: 9, as many as it may hold
             await post(db, test_user2, "oven")
+        second = await search(app, authorized_client, q="oven", limit=2, cursor=first["next_cursor"])
+        await post(db, test_user2, "oven")  # 10
         res = await authorized_client.get(
-            search_path(app), params={"q": "oven", "limit": 2, "cursor": first["next_cursor"]}
+            search_path(app), params={"q": "oven", "limit": 2, "cursor": second["next_cursor"]}
         )
         assert res.status_code == status.HTTP_400_BAD_REQUEST
         assert res.json() == {"detail": SEARCH_MOVED}

@@ -73,4 +73,4 @@ class SearchQueryOnlyExcludesError(Exception):
 
 
 class SearchWindowMovedError(Exception):
-    """A relevance cursor's window of matches has grown past twice its size since its first page."""
+    """A relevance cursor's window of matches has grown past one and a half times its size since its first page."""

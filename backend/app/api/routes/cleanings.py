@@ -1,5 +1,4 @@
 import json
-from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
@@ -14,6 +13,13 @@ from app.api.dependencies.cleanings import (
     cleaning_not_found,
 )
 from app.api.dependencies.database import database_of
+from app.api.dependencies.search import (
+    SEARCH_MOVED,
+    SEARCH_ONLY_EXCLUDES,
+    SEARCH_WITHOUT_WORDS,
+    SearchQuery,
+    bad_search,
+)
 from app.api.errors import error_responses
 from app.db.errors import (
     CleaningHasAcceptedOfferError,
@@ -25,31 +31,13 @@ from app.db.errors import (
 from app.db.repositories.base import MAX_ID
 from app.db.repositories.cleanings import CleaningsRepository
 from app.db.repositories.search import SearchRepository
-from app.models.cleaning import MAX_PRICE, CleaningCreate, CleaningPublic, CleaningType, CleaningUpdate
-from app.models.search import (
-    CURSOR_PATTERN,
-    MAX_CURSOR_LENGTH,
-    MAX_PAGE_SIZE,
-    MAX_QUERY_LENGTH,
-    QUERY_PATTERN,
-    CleaningSearchPage,
-    SearchCursor,
-    SearchFilters,
-    SearchInclude,
-    SearchSort,
-)
+from app.models.cleaning import CleaningCreate, CleaningPublic, CleaningUpdate
+from app.models.search import CleaningSearchPage
 
 router = APIRouter()
 
 INVALID_CLEANING_TYPE = "Invalid cleaning type. Cannot be None."
 HAS_ACCEPTED_OFFER = "This cleaning job has an accepted offer and cannot be deleted."
-SEARCH_WITHOUT_WORDS = "The search has no word to look for (only common words such as 'the', or punctuation)."
-SEARCH_ONLY_EXCLUDES = "The search only excludes words: add a word to look for."
-RELEVANCE_WITHOUT_QUERY = "Sorting by relevance needs words to search for (q): sort by newest or price instead."
-REVERSED_PRICE_RANGE = "min_price is more than max_price."
-INVALID_CURSOR = "This cursor is not one of ours: pass the next_cursor of a page as it came."
-FOREIGN_CURSOR = "This cursor belongs to another search or sort: start again without it, or search as before."
-SEARCH_MOVED = "So many jobs matching this search were posted since its first page that it must start again."
 
 
 @router.get(
@@ -101,86 +89,26 @@ async def create_new_cleaning(
     summary="Search for jobs",
     responses=error_responses(400, 401, 503, e400=SEARCH_WITHOUT_WORDS),
 )
-async def search_cleanings(
-    current_user: CurrentUser,
-    request: Request,
-    q: Annotated[
-        str | None,
-        Query(
-            min_length=1,
-            max_length=MAX_QUERY_LENGTH,
-            pattern=QUERY_PATTERN,
-            description="Words to look for in the name and description, as a search engine reads them: "
-            '`oven windows` (both), `oven or windows`, `"deep clean"` (the phrase), `oven -windows` (not windows). '
-            "Words are stemmed (`cleaning` finds `clean`); common words (`the`) are ignored.",
-        ),
-    ] = None,
-    cleaning_type: Annotated[
-        list[CleaningType] | None,
-        Query(max_length=len(CleaningType), description="Only these types (repeat the parameter for more)."),
-    ] = None,
-    min_price: Annotated[float | None, Query(ge=0, le=MAX_PRICE, description="Only jobs priced at least this.")] = None,
-    max_price: Annotated[float | None, Query(ge=0, le=MAX_PRICE, description="Only jobs priced at most this.")] = None,
-    include: Annotated[
-        SearchInclude,
-        Query(description="`open`: only jobs without an accepted (or completed) offer; `all`: every job."),
-    ] = SearchInclude.open,
-    sort: Annotated[
-        SearchSort | None,
-        Query(
-            description="`relevance` (the default with `q`; needs it), `newest` (the default without), "
-            "`price_asc` or `price_desc`."
-        ),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Jobs per page.")] = 20,
-    cursor: Annotated[
-        str | None,
-        Query(
-            min_length=1,
-            max_length=MAX_CURSOR_LENGTH,
-            pattern=CURSOR_PATTERN,
-            description="The `next_cursor` of the page before, with the same search and sort.",
-        ),
-    ] = None,
-) -> Response:
+async def search_cleanings(current_user: CurrentUser, search: SearchQuery, request: Request) -> Response:
     """Any logged-in user may search every user's jobs; each comes with its owner, as in the feed.
     Page with `next_cursor`: pages neither skip nor repeat a job, even while jobs are posted.
     Sorted by relevance, the newest SEARCH_RELEVANCE_WINDOW (1000) matches are ranked: sort by
     `newest` to reach older ones."""
-    sort = sort or (SearchSort.relevance if q is not None else SearchSort.newest)
-    if sort is SearchSort.relevance and q is None:
-        raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=RELEVANCE_WITHOUT_QUERY)
-    low, high = (Decimal(repr(price)) if price is not None else None for price in (min_price, max_price))
-    if low is not None and high is not None and low > high:
-        raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=REVERSED_PRICE_RANGE)
-    filters = SearchFilters(
-        q=q,
-        cleaning_types=tuple(cleaning_type) if cleaning_type else None,
-        min_price=low,
-        max_price=high,
-        include=include,
-    )
-    after = None
-    if cursor is not None:
-        try:
-            after = SearchCursor.decode(cursor)
-        except ValueError as exc:
-            raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=INVALID_CURSOR) from exc
-        if after.sort is not sort or after.search != filters.fingerprint(sort):
-            raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=FOREIGN_CURSOR)
     try:
         page = await SearchRepository(database_of(request)).search_cleanings(
-            filters=filters, sort=sort, limit=limit, cursor=after
+            filters=search.filters, sort=search.sort, limit=search.limit, cursor=search.cursor
         )
     except SearchQueryWithoutWordsError as exc:
-        raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=SEARCH_WITHOUT_WORDS) from exc
+        raise bad_search(SEARCH_WITHOUT_WORDS) from exc
     except SearchQueryOnlyExcludesError as exc:
-        raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=SEARCH_ONLY_EXCLUDES) from exc
+        raise bad_search(SEARCH_ONLY_EXCLUDES) from exc
     except SearchWindowMovedError as exc:
-        raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=SEARCH_MOVED) from exc
+        raise bad_search(SEARCH_MOVED) from exc
+    # The items' JSON is PostgreSQL's (app/db/json_rows.py); the cursor's is a quoted base64url string.
     next_cursor = json.dumps(page.next_cursor.encode() if page.next_cursor else None)
-    body = f'{{"cleanings":{page.items_json},"next_cursor":{next_cursor}}}'
-    return Response(content=body, media_type="application/json")
+    return Response(
+        content=f'{{"cleanings":{page.items_json},"next_cursor":{next_cursor}}}', media_type="application/json"
+    )
 
 
 @router.get(

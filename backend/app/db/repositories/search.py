@@ -15,9 +15,9 @@ B, stemmed by `cleaning_search_config()`: migration 3f7a9c2e5b14), matched with
   SEARCH_RELEVANCE_WINDOW matches (found as above), ranked by `ts_rank`, then paged in (rank, id)
   order. The first page fixes the window's oldest member in the cursor; later pages rank the
   matches from there on (the same jobs, and any posted since), so paging neither skips nor repeats.
-  They read the newest matches up to twice the window (and one more) and keep those from the
-  edge on: a window that has grown past twice its size (a forged cursor, or one followed long
-  after) is refused (SearchWindowMovedError) rather than ranked whole.
+  They read the newest matches up to one and a half windows (and one more) and keep those from
+  the edge on: a window that has grown past that (a forged cursor, or one followed long after)
+  is refused (SearchWindowMovedError) rather than ranked whole.
 
 Every order ends with the id, so it is total and the cursor (the last item's key and id) is exact.
 """
@@ -161,6 +161,12 @@ class SearchPage:
     next_cursor: SearchCursor | None
 
 
+def grown_window(window: int) -> int:
+    """The most matches a relevance window may hold on a later page: itself and half as many posted
+    since (more would cost more than the first page's read by more than half)."""
+    return window + window // 2
+
+
 class SearchRepository(BaseRepository):
     async def search_cleanings(
         self,
@@ -176,7 +182,7 @@ class SearchRepository(BaseRepository):
         SearchQueryWithoutWordsError: `q` has no word to look for (only stop words, punctuation);
         SearchQueryOnlyExcludesError: it only excludes words (`-oven`), which no index can look up;
         both before anything is read. SearchWindowMovedError: a relevance cursor whose window has
-        grown past twice its size.
+        grown past one and a half times its size.
         """
         values = self._values(filters=filters, sort=sort, limit=limit, cursor=cursor)
         async with self.db.transaction():
@@ -189,7 +195,7 @@ class SearchRepository(BaseRepository):
             records = await self.db.fetch_all(query=SEARCH_QUERIES[sort], values=values)
         rows = [record._mapping for record in records]
         moved = cursor is not None and sort is SearchSort.relevance and bool(rows)
-        if moved and rows[0]["window_size"] > 2 * SEARCH_RELEVANCE_WINDOW:
+        if moved and rows[0]["window_size"] > grown_window(SEARCH_RELEVANCE_WINDOW):
             raise SearchWindowMovedError
         items = rows[:limit]
         next_cursor = None
@@ -214,8 +220,9 @@ class SearchRepository(BaseRepository):
             values["window_created_at"] = cursor.window_created_at if cursor else None
             values["window_id"] = cursor.window_id if cursor else None
             # The first page ranks a window; a later page ranks it again with what was posted
-            # since, up to twice its size (one more: to tell a window that grew past it).
-            values["window_limit"] = SEARCH_RELEVANCE_WINDOW if cursor is None else 2 * SEARCH_RELEVANCE_WINDOW + 1
+            # since, up to one and a half times its size (one more: to tell a window that grew past it).
+            grown = grown_window(SEARCH_RELEVANCE_WINDOW) + 1
+            values["window_limit"] = SEARCH_RELEVANCE_WINDOW if cursor is None else grown
         elif sort is SearchSort.newest:
             values["after_created_at"] = cursor.created_at if cursor else None
         else:
