@@ -70,7 +70,3 @@ class SearchQueryWithoutWordsError(Exception):
 
 class SearchQueryOnlyExcludesError(Exception):
     """A search's text only excludes words ("-oven"): it would match nearly every cleaning."""
-
-
-class SearchWindowMovedError(Exception):
-    """A relevance cursor's window of matches has grown past one and a half times its size since its first page."""

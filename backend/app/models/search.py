@@ -76,8 +76,8 @@ Id = Annotated[int, Field(ge=1, le=2_147_483_647)]
 class SearchCursor(CoreModel):
     """Where a page ended: the last item's sort key and id, and what search it belongs to.
 
-    For relevance, also the window of matches the first page ranked (`window_created_at`,
-    `window_id`: its oldest member), so that later pages rank the same jobs (and any posted since).
+    For relevance, also the window of matches the first page ranked: its newest member (`top_...`)
+    and, when it held a full window, its oldest (`window_...`), so that later pages rank the same jobs.
     Written as base64url JSON: opaque to clients, read back strictly (anything else is refused).
     """
 
@@ -90,6 +90,8 @@ class SearchCursor(CoreModel):
     rank: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)] | None = None
     window_created_at: datetime | None = None
     window_id: Id | None = None
+    top_created_at: datetime | None = None
+    top_id: Id | None = None
 
     model_config = ConfigDict(extra="forbid")
 
@@ -106,14 +108,14 @@ class SearchCursor(CoreModel):
         except (binascii.Error, ValueError, ValidationError) as exc:
             raise ValueError("not a search cursor") from exc
         needed = {
-            SearchSort.relevance: (found.rank,),
+            SearchSort.relevance: (found.rank, found.top_created_at, found.top_id),
             SearchSort.newest: (found.created_at,),
             SearchSort.price_asc: (found.price,),
             SearchSort.price_desc: (found.price,),
         }[found.sort]
         if any(value is None for value in needed) or (found.window_created_at is None) != (found.window_id is None):
             raise ValueError("not a search cursor")
-        for moment in (found.created_at, found.window_created_at):
+        for moment in (found.created_at, found.window_created_at, found.top_created_at):
             if moment is not None and moment.tzinfo is None:
                 raise ValueError("not a search cursor")
         return found

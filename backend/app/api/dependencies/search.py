@@ -26,7 +26,6 @@ RELEVANCE_WITHOUT_QUERY = "Sorting by relevance needs words to search for (q): s
 REVERSED_PRICE_RANGE = "min_price is more than max_price."
 INVALID_CURSOR = "This cursor is not one of ours: pass the next_cursor of a page as it came."
 FOREIGN_CURSOR = "This cursor belongs to another search or sort: start again without it, or search as before."
-SEARCH_MOVED = "So many jobs matching this search were posted since its first page that it must start again."
 
 
 def bad_search(detail: str) -> HTTPException:

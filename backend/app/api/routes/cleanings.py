@@ -14,7 +14,6 @@ from app.api.dependencies.cleanings import (
 )
 from app.api.dependencies.database import database_of
 from app.api.dependencies.search import (
-    SEARCH_MOVED,
     SEARCH_ONLY_EXCLUDES,
     SEARCH_WITHOUT_WORDS,
     SearchQuery,
@@ -26,7 +25,6 @@ from app.db.errors import (
     InvalidCleaningTypeError,
     SearchQueryOnlyExcludesError,
     SearchQueryWithoutWordsError,
-    SearchWindowMovedError,
 )
 from app.db.repositories.base import MAX_ID
 from app.db.repositories.cleanings import CleaningsRepository
@@ -102,8 +100,6 @@ async def search_cleanings(current_user: CurrentUser, search: SearchQuery, reque
         raise bad_search(SEARCH_WITHOUT_WORDS) from exc
     except SearchQueryOnlyExcludesError as exc:
         raise bad_search(SEARCH_ONLY_EXCLUDES) from exc
-    except SearchWindowMovedError as exc:
-        raise bad_search(SEARCH_MOVED) from exc
     # The items' JSON is PostgreSQL's (app/db/json_rows.py); the cursor's is a quoted base64url string.
     next_cursor = json.dumps(page.next_cursor.encode() if page.next_cursor else None)
     return Response(

@@ -13,11 +13,12 @@ B, stemmed by `cleaning_search_config()`: migration 3f7a9c2e5b14), matched with
   words, would walk the whole b-tree for a rare one).
 - relevance: ranking needs every candidate, so the candidates are a window: the newest
   SEARCH_RELEVANCE_WINDOW matches (found as above), ranked by `ts_rank`, then paged in (rank, id)
-  order. The first page fixes the window's oldest member in the cursor; later pages rank the
-  matches from there on (the same jobs, and any posted since), so paging neither skips nor repeats.
-  They read the newest matches up to one and a half windows (and one more) and keep those from
-  the edge on: a window that has grown past that (a forged cursor, or one followed long after)
-  is refused (SearchWindowMovedError) rather than ranked whole.
+  order. The first page fixes the window in the cursor, by its newest and oldest members; later
+  pages read the same matches again, newest first from that newest member (the same plan and cost
+  as the first page's), and rank those still there. A job posted since is not in the window (a new
+  search ranks it), so paging neither skips nor repeats. (Bounding the window by its oldest member
+  alone, as a range, let PostgreSQL AND it with every match in the GIN index: a cost that grew
+  with the table.)
 
 Every order ends with the id, so it is total and the cursor (the last item's key and id) is exact.
 """
@@ -27,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from app.core.config import SEARCH_RELEVANCE_WINDOW
-from app.db.errors import SearchQueryOnlyExcludesError, SearchQueryWithoutWordsError, SearchWindowMovedError
+from app.db.errors import SearchQueryOnlyExcludesError, SearchQueryWithoutWordsError
 from app.db.json_rows import model_json
 from app.db.repositories.base import BaseRepository
 from app.db.repositories.cleanings import CLEANING_COLUMNS
@@ -110,7 +111,7 @@ SEARCH_PRICE_DESC_QUERY = _ordered_search(
     after="(c.price, c.id) < (CAST(:after_price AS numeric), CAST(:after_id AS integer))",
 )
 
-_WINDOW_COLUMNS = ", e.window_size, e.window_created_at, e.window_id"
+_WINDOW_COLUMNS = ", e.window_size, e.window_created_at, e.window_id, e.top_created_at, e.top_id"
 SEARCH_RELEVANCE_QUERY = f"""
     WITH window_rows AS MATERIALIZED (
         SELECT id, created_at, ts_rank(search_vector, {_TSQUERY})::float8 AS rank
@@ -118,19 +119,20 @@ SEARCH_RELEVANCE_QUERY = f"""
             SELECT c.id, c.created_at, c.search_vector
             FROM cleanings c
             WHERE {_FILTERS}
+              AND (CAST(:top_id AS integer) IS NULL
+                   OR (c.created_at, c.id) <= (CAST(:top_created_at AS timestamptz), CAST(:top_id AS integer)))
             ORDER BY c.created_at DESC, c.id DESC
             LIMIT :window_limit
         ) AS newest
-        -- The edge is applied to the newest matches, not in their scan: as a range condition it
-        -- would let PostgreSQL AND the range with every match the GIN index holds (all of them).
+        -- The oldest member bounds the window after the scan, not in it (see the module's docstring).
         WHERE CAST(:window_id AS integer) IS NULL
            OR (created_at, id) >= (CAST(:window_created_at AS timestamptz), CAST(:window_id AS integer))
     ), edge AS (
         SELECT (SELECT count(*) FROM window_rows) AS window_size,
-               w.created_at AS window_created_at, w.id AS window_id
-        FROM window_rows w
-        ORDER BY w.created_at, w.id
-        LIMIT 1
+               oldest.created_at AS window_created_at, oldest.id AS window_id,
+               newest.created_at AS top_created_at, newest.id AS top_id
+        FROM (SELECT created_at, id FROM window_rows ORDER BY created_at, id LIMIT 1) AS oldest,
+             (SELECT created_at, id FROM window_rows ORDER BY created_at DESC, id DESC LIMIT 1) AS newest
     ), page_keys AS MATERIALIZED (
         SELECT w.id, w.rank
         FROM window_rows w
@@ -161,12 +163,6 @@ class SearchPage:
     next_cursor: SearchCursor | None
 
 
-def grown_window(window: int) -> int:
-    """The most matches a relevance window may hold on a later page: itself and half as many posted
-    since (more would cost more than the first page's read by more than half)."""
-    return window + window // 2
-
-
 class SearchRepository(BaseRepository):
     async def search_cleanings(
         self,
@@ -181,8 +177,7 @@ class SearchRepository(BaseRepository):
 
         SearchQueryWithoutWordsError: `q` has no word to look for (only stop words, punctuation);
         SearchQueryOnlyExcludesError: it only excludes words (`-oven`), which no index can look up;
-        both before anything is read. SearchWindowMovedError: a relevance cursor whose window has
-        grown past one and a half times its size.
+        both before anything is read.
         """
         values = self._values(filters=filters, sort=sort, limit=limit, cursor=cursor)
         async with self.db.transaction():
@@ -194,9 +189,6 @@ class SearchRepository(BaseRepository):
                 raise SearchQueryOnlyExcludesError
             records = await self.db.fetch_all(query=SEARCH_QUERIES[sort], values=values)
         rows = [record._mapping for record in records]
-        moved = cursor is not None and sort is SearchSort.relevance and bool(rows)
-        if moved and rows[0]["window_size"] > grown_window(SEARCH_RELEVANCE_WINDOW):
-            raise SearchWindowMovedError
         items = rows[:limit]
         next_cursor = None
         if len(rows) > limit:
@@ -219,10 +211,9 @@ class SearchRepository(BaseRepository):
             values["after_rank"] = cursor.rank if cursor else None
             values["window_created_at"] = cursor.window_created_at if cursor else None
             values["window_id"] = cursor.window_id if cursor else None
-            # The first page ranks a window; a later page ranks it again with what was posted
-            # since, up to one and a half times its size (one more: to tell a window that grew past it).
-            grown = grown_window(SEARCH_RELEVANCE_WINDOW) + 1
-            values["window_limit"] = SEARCH_RELEVANCE_WINDOW if cursor is None else grown
+            values["top_created_at"] = cursor.top_created_at if cursor else None
+            values["top_id"] = cursor.top_id if cursor else None
+            values["window_limit"] = SEARCH_RELEVANCE_WINDOW
         elif sort is SearchSort.newest:
             values["after_created_at"] = cursor.created_at if cursor else None
         else:
@@ -237,9 +228,12 @@ class SearchRepository(BaseRepository):
         if sort is SearchSort.relevance:
             key["rank"] = row["rank"]
             if cursor is not None:  # the window the first page fixed
+                key["top_created_at"], key["top_id"] = cursor.top_created_at, cursor.top_id
                 key["window_created_at"], key["window_id"] = cursor.window_created_at, cursor.window_id
-            elif row["window_size"] >= SEARCH_RELEVANCE_WINDOW:  # full: later pages start from its edge
-                key["window_created_at"], key["window_id"] = row["window_created_at"], row["window_id"]
+            else:
+                key["top_created_at"], key["top_id"] = row["top_created_at"], row["top_id"]
+                if row["window_size"] >= SEARCH_RELEVANCE_WINDOW:  # full: its oldest member bounds it
+                    key["window_created_at"], key["window_id"] = row["window_created_at"], row["window_id"]
         elif sort is SearchSort.newest:
             key["created_at"] = row["created_at"]
         else:
