@@ -244,7 +244,8 @@ class TestAdmissionByExpectedWait:
         def own_niceness() -> int:
             return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
-        assert await pool.run(own_niceness) == own_niceness() + 10
+        # Ten steps below the process's own, whatever it is (capped at 19, the lowest).
+        assert await pool.run(own_niceness) == min(own_niceness() + 10, 19)
 
 
 async def registrations_holding_a_place(count: int) -> None:

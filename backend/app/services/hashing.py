@@ -71,9 +71,11 @@ class ClientGoneError(Exception):
 
 def _lower_thread_priority(niceness: int) -> None:
     # On Linux, a nice value belongs to a thread: the hashing threads yield the CPU to the event
-    # loop (cheap requests) and to PostgreSQL, and take every cycle nobody else wants.
+    # loop (cheap requests) and to PostgreSQL, and take every cycle nobody else wants. Relative to
+    # the process's own (a server started with `nice` keeps its threads below it), at most 19.
     with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(os.getpriority(os.PRIO_PROCESS, thread) + niceness, 19))
 
 
 class _Place:
