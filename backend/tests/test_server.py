@@ -73,6 +73,19 @@ class TestLiveServer:
             "/api/security-events/",
             "/api/health/",
             "/api/health/ready/",
+            # issue 22 and after: search, cleaners, two-factor sign-in, leaving, notifications
+            "/api/cleanings/search/",
+            "/api/profiles/",
+            "/api/users/login/mfa/",
+            "/api/users/me/mfa/",
+            "/api/users/me/mfa/enrolment/",
+            "/api/users/me/mfa/enrolment/confirm/",
+            "/api/users/me/mfa/recovery-codes/",
+            "/api/users/me/mfa/disable/",
+            "/api/users/{user_id}/mfa/reset/",
+            "/api/users/me/export/",
+            "/api/users/me/notifications/",
+            "/api/users/unsubscribe/",
         }
         assert set(paths["/api/cleanings/{cleaning_id}/"]) == {"get", "put", "delete"}
 
