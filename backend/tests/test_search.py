@@ -159,6 +159,12 @@ class TestFindingJobs:
         by_id = app.url_path_for("cleanings:get-cleaning-by-id", cleaning_id=test_cleaning.id)
         assert (await authorized_client.get(by_id)).status_code == status.HTTP_200_OK
 
+    @pytest.mark.parametrize("method", ["PUT", "DELETE", "POST", "PATCH"])
+    async def test_a_search_can_only_be_read(self, app: FastAPI, authorized_client: AsyncClient, method: str) -> None:
+        res = await authorized_client.request(method, search_path(app), params={"q": "oven"})
+        assert res.status_code == status.HTTP_405_METHOD_NOT_ALLOWED
+        assert res.headers["Allow"] == "GET"
+
     async def test_the_language_is_the_setting_the_database_was_migrated_with(self, db: Database) -> None:
         assert await db.fetch_val("SELECT cleaning_search_config()::text") == SEARCH_LANGUAGE
 

@@ -2,6 +2,7 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from app.api.conditional import CONDITIONAL_RESPONSES, if_none_match, tagged_response
 from app.api.dependencies.auth import CurrentUser
@@ -104,6 +105,17 @@ async def search_cleanings(current_user: CurrentUser, search: SearchQuery, reque
     next_cursor = json.dumps(page.next_cursor.encode() if page.next_cursor else None)
     return Response(
         content=f'{{"cleanings":{page.items_json},"next_cursor":{next_cursor}}}', media_type="application/json"
+    )
+
+
+@router.api_route("/search/", methods=["PUT", "DELETE"], include_in_schema=False)
+async def search_is_read_only() -> JSONResponse:
+    """Without this, PUT and DELETE .../search/ would reach the routes below with "search" as a
+    cleaning id and answer 422; a search can only be read."""
+    return JSONResponse(
+        status_code=status.HTTP_405_METHOD_NOT_ALLOWED,
+        content={"detail": "Method Not Allowed"},
+        headers={"Allow": "GET"},
     )
 
 
