@@ -3,6 +3,7 @@
 import ast
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -317,8 +318,12 @@ class TestThePool:
             for statement in text.split(";"):
                 words = statement.split()
                 assert not words or words[0] not in {"SET", "RESET", "LISTEN", "DECLARE", "PREPARE", "DISCARD"}, text
-            for session_level in ("pg_advisory_lock", "pg_advisory_unlock", "set_config(", "SET SESSION", "LISTEN "):
+            for session_level in ("pg_advisory_lock", "pg_advisory_unlock", "SET SESSION", "LISTEN "):
                 assert session_level not in text, text
+            # set_config only as SET LOCAL does (its third argument true): it ends with its transaction.
+            for call in re.findall(r"set_config\(([^()]*)\)", text):
+                assert call.replace(" ", "").endswith(",true"), text
+            assert text.count("set_config(") == len(re.findall(r"set_config\(([^()]*)\)", text)), text
 
     async def test_a_connection_left_in_a_transaction_comes_back_rolled_back(self, db: Database) -> None:
         pool = db._backend._pool
