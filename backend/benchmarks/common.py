@@ -69,19 +69,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def run_wrk(
-    url: str, *, connections: int, seconds: float, token: str | None = None, pace_ms: int | None = None
-) -> Load:
-    """Drive GET `url` with wrk; its own CPU time comes from the kernel (wait4).
-
-    With `pace_ms`, each connection waits that long after an answer before its next request.
-    """
-    env = {**os.environ, **({"TOKEN": token} if token else {}), **({"PACE_MS": str(pace_ms)} if pace_ms else {})}
+async def wrk(
+    url: str, *, connections: int, seconds: float, script: str = "get.lua", env: dict[str, str] | None = None
+) -> tuple[dict[str, Any], Load]:
+    """Drive GET `url` with wrk and one of our Lua scripts (benchmarks/*.lua, reading `env`): what
+    the script printed, and the load, its 2xx counted as 200s; wrk's own CPU time comes from the
+    kernel (wait4)."""
     threads = max(1, min(2, connections))
     process = await asyncio.create_subprocess_exec(
         "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--latency",
-        "-s", str(HERE / "get.lua"), url,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "-s", str(HERE / script), url,
+        env={**os.environ, **(env or {})}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     stdout, stderr = await process.communicate()
@@ -92,7 +90,7 @@ async def run_wrk(
     result = json.loads(line[4:])
     wall = result["duration_us"] / 1e6
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Load(
+    load = Load(
         requests=result["requests"],
         seconds=wall,
         p50_ms=result["p50_us"] / 1000,
@@ -100,6 +98,19 @@ async def run_wrk(
         statuses={200: result["requests"] - result["errors"]},
         generator_cpu_share=cpu / wall,
     )
+    return result, load
+
+
+async def run_wrk(
+    url: str, *, connections: int, seconds: float, token: str | None = None, pace_ms: int | None = None
+) -> Load:
+    """Drive GET `url` with wrk (get.lua).
+
+    With `pace_ms`, each connection waits that long after an answer before its next request.
+    """
+    env = {**({"TOKEN": token} if token else {}), **({"PACE_MS": str(pace_ms)} if pace_ms else {})}
+    _, load = await wrk(url, connections=connections, seconds=seconds, env=env)
+    return load
 
 
 async def run_posts(base_url: str, *, connections: int, seconds: float, make_request: Any, prefix: str) -> Load:

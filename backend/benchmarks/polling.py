@@ -8,15 +8,11 @@ this run. Every answer is checked to be a 304 by its size (a 304 is a few hundre
 headers; the full page is about 15 kB), and by a conditional GET before and after.
 """
 
-import asyncio
-import json
-import os
-import resource
 import statistics
 
 import httpx
 
-from benchmarks.common import HERE, CpuMeter, Load, run_wrk
+from benchmarks.common import CpuMeter, Load, run_wrk, wrk
 
 FEED = "/api/feed/cleanings/"
 # A 304's headers (ETag, Cache-Control, the security headers, the request id) are about 500 bytes.
@@ -30,32 +26,13 @@ async def conditional_feed_get(base_url: str, token: str, etag: str) -> int:
 
 
 async def run_polls(url: str, *, token: str, etag: str, connections: int, seconds: int) -> Load:
-    """wrk sending the conditional GET back to back on `connections` connections."""
-    env = {**os.environ, "TOKEN": token, "IF_NONE_MATCH": etag}
-    process = await asyncio.create_subprocess_exec(
-        "wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency",
-        "-s", str(HERE / "poll.lua"), url,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    stdout, stderr = await process.communicate()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    line = next((row for row in stdout.decode().splitlines() if row.startswith("JSON")), None)
-    if line is None:
-        raise RuntimeError(f"wrk printed no result: {stdout.decode()} {stderr.decode()}")
-    result = json.loads(line[4:])
+    """wrk sending the conditional GET back to back on `connections` connections (poll.lua)."""
+    env = {"TOKEN": token, "IF_NONE_MATCH": etag}
+    result, load = await wrk(url, connections=connections, seconds=seconds, script="poll.lua", env=env)
     if result["errors"] or result["bytes"] > MAX_304_BYTES * result["requests"]:
         raise RuntimeError(f"the polls were not all answered 304: {result}")
-    wall = result["duration_us"] / 1e6
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Load(
-        requests=result["requests"],
-        seconds=wall,
-        p50_ms=result["p50_us"] / 1000,
-        p99_ms=result["p99_us"] / 1000,
-        statuses={304: result["requests"]},
-        generator_cpu_share=cpu / wall,
-    )
+    load.statuses = {304: result["requests"]}
+    return load
 
 
 async def measure_polling(
