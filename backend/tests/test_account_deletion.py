@@ -366,6 +366,26 @@ class TestCleaningsAndOffers:
         assert "leaver" not in shown.text
         assert await statuses(db, agreed.id) == {cleaner.id: "accepted", neighbour.id: "rejected"}
 
+    async def test_nobody_can_offer_on_a_kept_cleaning_once_its_owner_has_left(
+        self,
+        app: FastAPI,
+        client_for: Clients,
+        db: Database,
+        leaver: UserInDB,
+        cleaner: UserInDB,
+        neighbour: UserInDB,
+    ) -> None:
+        # An offer nobody could ever accept would wait as pending for good: it is refused, with why.
+        agreed = await a_cleaning(db, leaver, "agreed")
+        await offer(db, agreed, cleaner)
+        await accept(db, agreed, cleaner)
+        path = app.url_path_for("offers:create-offer", cleaning_id=agreed.id)
+        assert (await delete_account(app, client_for(leaver))).status_code == status.HTTP_200_OK
+        res = await client_for(neighbour).post(path)
+        assert res.status_code == status.HTTP_400_BAD_REQUEST
+        assert res.json() == {"detail": "The owner of this cleaning has left Phresh: nobody can accept an offer on it."}
+        assert await statuses(db, agreed.id) == {cleaner.id: "accepted"}
+
     async def test_the_feed_shows_kept_cleanings_with_the_deleted_owner(
         self, app: FastAPI, client_for: Clients, db: Database, leaver: UserInDB, cleaner: UserInDB
     ) -> None:

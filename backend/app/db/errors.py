@@ -59,6 +59,10 @@ class CleaningAlreadyHasAcceptedOfferError(Exception):
     """Another offer of the cleaning was accepted first."""
 
 
+class CleaningOwnerLeftError(Exception):
+    """The cleaning's owner has deleted their account: nobody can accept an offer on it."""
+
+
 class AccountNotActiveError(Exception):
     """The account was deactivated or deleted while the request was on its way (after its password
     was checked): it gets no session."""

@@ -23,6 +23,7 @@ OffersRepo = Annotated[OffersRepository, Depends(get_repository(OffersRepository
 OFFER_NOT_FOUND = "Offer not found."
 OWN_CLEANING = "Users are unable to create offers for cleaning jobs they own."
 DUPLICATE_OFFER = "Users aren't allowed create more than one offer for a cleaning job."
+OWNER_LEFT = "The owner of this cleaning has left Phresh: nobody can accept an offer on it."
 CANNOT_LIST = "Unable to access offers."
 CANNOT_VIEW = "Unable to access offer."
 NOT_CLEANING_OWNER = "Only the owner of the cleaning may accept offers."

@@ -18,6 +18,7 @@ from app.api.dependencies.offers import (
     NOT_PENDING,
     NOT_RESCINDABLE,
     OFFER_NOT_FOUND,
+    OWNER_LEFT,
     OfferFromPath,
     OffersRepo,
     OwnOffer,
@@ -35,6 +36,7 @@ from app.api.errors import error_responses
 from app.db.errors import (
     CleaningAlreadyHasAcceptedOfferError,
     CleaningNotFoundError,
+    CleaningOwnerLeftError,
     OfferAlreadyExistsError,
     OfferNotAcceptedError,
     OfferNotFoundError,
@@ -75,6 +77,8 @@ async def create_offer(cleaning: CleaningFromPath, current_user: CurrentUser, of
         raise bad_request(DUPLICATE_OFFER) from exc
     except CleaningNotFoundError as exc:
         raise cleaning_not_found() from exc
+    except CleaningOwnerLeftError as exc:
+        raise bad_request(OWNER_LEFT) from exc
     return public(offer)
 
 

@@ -18,6 +18,7 @@ from app.db import etags, lone_queries
 from app.db.errors import (
     CleaningAlreadyHasAcceptedOfferError,
     CleaningNotFoundError,
+    CleaningOwnerLeftError,
     OfferAlreadyExistsError,
     OfferNotAcceptedError,
     OfferNotFoundError,
@@ -40,6 +41,11 @@ CREATE_OFFER_FOR_CLEANING_QUERY = f"""
     INSERT INTO user_offers_for_cleanings (cleaning_id, user_id, status)
     VALUES (:cleaning_id, :user_id, 'pending')
     RETURNING {OFFER_COLUMNS};
+"""
+
+# Whether the cleaning's owner has deleted their account (a kept cleaning, owned by a tombstone).
+OWNER_LEFT_QUERY = """
+    SELECT u.deleted_at IS NOT NULL FROM cleanings c JOIN users u ON u.id = c.owner WHERE c.id = :cleaning_id;
 """
 
 # Oldest first, a page of :limit (NULL: all) after the cursor (created_at, user_id) of the last
@@ -188,6 +194,9 @@ class OffersRepository(BaseRepository):
             async with self.db.transaction():
                 # Offers on one cleaning one at a time: the owner's digest is joined or started by one.
                 await self._lock_cleaning(new_offer.cleaning_id)
+                # (an account's deletion locks its cleanings first: one that committed is seen here)
+                if await self.db.fetch_val(query=OWNER_LEFT_QUERY, values={"cleaning_id": new_offer.cleaning_id}):
+                    raise CleaningOwnerLeftError
                 record = await self.db.fetch_one(query=CREATE_OFFER_FOR_CLEANING_QUERY, values=values)
                 await self.notifications.queue_offer_received(
                     cleaning_id=new_offer.cleaning_id, offerer_id=new_offer.user_id
